@@ -1,0 +1,245 @@
+"""Accuracy benchmark on realistic simulated tomograms (bench/realistic.py).
+
+For each SNR: train etpicker on a few tomograms through the command line within a time
+budget, pick held-out tomograms, and score them with `evaluate` (one-to-one matching
+within half a particle radius). A difference-of-Gaussians picker, its threshold tuned on
+the training tomograms, is scored the same way for context.
+
+Usage:
+    python bench/bench_accuracy.py [--out bench_output/accuracy] [--max-minutes 15]
+        [--snr 0.1 0.05] [--train-args "--diameter 9"] [--skip-dog]
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for etpicker.core
+
+import realistic  # noqa: E402  (same folder)
+from etpicker.core import io, metrics  # noqa: E402
+from etpicker.core.normalise import robust_stats  # noqa: E402
+
+DOG_SIGMA_RATIO = 1.6
+
+
+def core(*args, log):
+    """Runs `python -m etpicker.core ARGS`, echoing its progress lines; fails loudly."""
+    command = [sys.executable, "-m", "etpicker.core", *map(str, args)]
+    log("$ " + " ".join(shlex.quote(part) for part in command))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, cwd=Path(__file__).resolve().parents[1])
+    for line in process.stdout:
+        log("  " + line.rstrip())
+    if process.wait() != 0:
+        raise RuntimeError(f"etpicker.core {args[0]} failed with exit status {process.returncode}")
+
+
+def gt_folder(files, folder):
+    """A folder holding only the given ground-truth CSVs, so `evaluate` scores just these."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for _, csv_path in files:
+        shutil.copy(csv_path, folder / csv_path.name)
+    return folder
+
+
+def evaluate(pred_dir, gt_dir, diameters, json_path, log):
+    core("evaluate", "--pred", pred_dir, "--gt", gt_dir, "--diameter",
+         ",".join(f"{d:.2f}" for d in diameters), "--json", json_path, log=log)
+    return json.loads(Path(json_path).read_text())
+
+
+class DogPicker:
+    """Blob detection by a difference of Gaussians at each target class's scale.
+
+    The class of a peak is the scale that answers most strongly; peaks closer than the
+    stronger one's radius are dropped. Polarity and threshold are learnt on training data."""
+
+    def __init__(self, classes, diameters):
+        self.classes = list(classes)
+        self.diameters = np.asarray(diameters, dtype=float)
+        self.polarity = 1.0
+        self.threshold = 0.0
+
+    def responses(self, path):
+        volume = io.open_tomogram(path).data
+        centre, scale = robust_stats(volume)
+        volume = self.polarity * (np.asarray(volume, np.float32) - centre) / scale
+        best = np.full(volume.shape, -np.inf, np.float32)
+        best_class = np.zeros(volume.shape, np.int8)
+        for index, diameter in enumerate(self.diameters):
+            # A ball of radius R answers a scale-normalised Laplacian most at sigma = R/sqrt(3).
+            sigma = diameter / 2 / np.sqrt(3)
+            dog = ndimage.gaussian_filter(volume, sigma) \
+                - ndimage.gaussian_filter(volume, DOG_SIGMA_RATIO * sigma)
+            better = dog > best
+            best[better] = dog[better]
+            best_class[better] = index
+        return best, best_class
+
+    def candidates(self, path):
+        """All local maxima, strongest first, after suppression: (class index, zyx, score)."""
+        response, response_class = self.responses(path)
+        size = max(3, int(self.diameters.min() / 2) | 1)
+        peaks = np.argwhere((ndimage.maximum_filter(response, size=size) == response)
+                            & (response > 0))
+        score = response[tuple(peaks.T)]
+        order = np.argsort(-score)
+        peaks, score = peaks[order], score[order]
+        classes = response_class[tuple(peaks.T)]
+        tree = cKDTree(peaks)
+        kept = np.ones(len(peaks), bool)
+        for i in range(len(peaks)):
+            if kept[i]:
+                near = tree.query_ball_point(peaks[i], self.diameters[classes[i]] / 2)
+                kept[[j for j in near if j > i]] = False
+        return classes[kept], peaks[kept], score[kept]
+
+    def as_coords(self, candidates, threshold):
+        classes, zyx, score = candidates
+        chosen = score >= threshold
+        return io.Coords(np.array(self.classes)[classes[chosen]], zyx[chosen][:, ::-1],
+                         score[chosen].astype(np.float64))
+
+    def fit(self, files, tolerances, log):
+        """Chooses the polarity and threshold that maximise class-agnostic F1 on `files`."""
+        best = (-1.0, 1.0, 0.0)
+        for polarity in (1.0, -1.0):
+            self.polarity = polarity
+            found = [(self.candidates(mrc), io.read_coords(csv)) for mrc, csv in files]
+            scores = np.concatenate([c[2] for c, _ in found])
+            for threshold in np.quantile(scores, np.linspace(0, 0.995, 200)):
+                f1 = pooled_f1([(self.as_coords(c, threshold), gt) for c, gt in found],
+                               tolerances)
+                if f1 > best[0]:
+                    best = (f1, polarity, threshold)
+        f1, self.polarity, self.threshold = best
+        log(f"DoG picker tuned on {len(files)} training tomograms: polarity {self.polarity:+g}, "
+            f"threshold {self.threshold:.4g}, training F1 {f1:.3f}")
+
+    def pick(self, files, out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for mrc, _ in files:
+            io.write_coords(out_dir / f"{mrc.stem}.csv",
+                            self.as_coords(self.candidates(mrc), self.threshold))
+        return out_dir
+
+
+def pooled_f1(pairs, tolerances):
+    """Class-agnostic F1 over several tomograms, from the core's evaluation."""
+    tp = fp = fn = 0
+    for pred, gt in pairs:
+        counts = metrics.evaluate(pred, gt, tolerances)["all"]
+        tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
+    return 2 * tp / max(1, 2 * tp + fp + fn)
+
+
+def summarise(result, classes):
+    per_class = [result["classes"].get(name, {}).get("f1", 0.0) for name in classes]
+    return per_class, float(np.mean(per_class)), result["all"]["f1"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench_output/accuracy"))
+    parser.add_argument("--snr", type=float, nargs="+", default=(0.1, 0.05))
+    parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 256),
+                        metavar=("Z", "Y", "X"))
+    parser.add_argument("--val-shape", type=int, nargs=3, default=(64, 160, 160),
+                        metavar=("Z", "Y", "X"),
+                        help="validation tomograms are smaller: train picks them every epoch")
+    parser.add_argument("--n-train", type=int, default=3)
+    parser.add_argument("--n-val", type=int, default=1)
+    parser.add_argument("--n-test", type=int, default=2)
+    parser.add_argument("--targets", default=",".join(realistic.DEFAULT_TARGETS))
+    parser.add_argument("--max-minutes", type=float, default=15.0,
+                        help="training budget per SNR (default %(default)s)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--train-args", default="",
+                        help="extra options for `train`, e.g. \"--diameter 9 --patch 64\"")
+    parser.add_argument("--pick-args", default="", help="extra options for `pick`")
+    parser.add_argument("--skip-dog", action="store_true", help="skip the DoG baseline")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    def log(message, **_):
+        print(message, flush=True)
+
+    try:
+        templates = realistic.load_templates()
+    except realistic.TemplatesMissing as error:
+        print(f"bench_accuracy: {error}", file=sys.stderr)
+        return 2
+    targets = tuple(args.targets.split(","))
+    classes = sorted(targets)  # the core's class order when --classes is not given
+    diameters = [templates[name].diameter for name in classes]
+    tolerances = {name: d / 4 for name, d in zip(classes, diameters)}  # half the radius
+    log("targets (particle diameter, voxels): "
+        + ", ".join(f"{name} {d:.1f}" for name, d in zip(classes, diameters)))
+
+    started = time.time()
+    log(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    data = realistic.generate(args.out / "data", args.n_train + args.n_test, tuple(args.shape),
+                              args.snr, args.seed, targets, templates=templates, log=log)
+    val_data = realistic.generate(args.out / "data_val", args.n_val, tuple(args.val_shape),
+                                  args.snr, args.seed + 1000, targets, templates=templates,
+                                  log=log)
+    rows = []
+    for snr in args.snr:
+        train, test = data[snr][:args.n_train], data[snr][args.n_train:]
+        val = val_data[snr]
+        run_dir = args.out / f"snr{snr:g}"
+        gt_dir = gt_folder(test, run_dir / "gt_test")
+        log(f"\n== SNR {snr:g}: train {len(train)}, validate {len(val)}, test {len(test)} ==")
+
+        model_dir = run_dir / "model"
+        shutil.rmtree(model_dir, ignore_errors=True)
+        train_started = time.time()
+        core("train", "--tomos", *[m for m, _ in train], "--coords", *[c for _, c in train],
+             *(["--val-tomos", *[m for m, _ in val], "--val-coords", *[c for _, c in val]]
+               if val else []),
+             "--out", model_dir, "--max-minutes", args.max_minutes, "--seed", args.seed,
+             "--device", args.device, *shlex.split(args.train_args), log=log)
+        train_minutes = (time.time() - train_started) / 60
+        pick_started = time.time()
+        core("pick", "--model", model_dir, "--tomos", *[m for m, _ in test],
+             "--out", run_dir / "pred", "--device", args.device, *shlex.split(args.pick_args),
+             log=log)
+        pick_seconds = time.time() - pick_started
+        result = evaluate(run_dir / "pred", gt_dir, diameters, run_dir / "etpicker.json", log)
+        rows.append((snr, f"etpicker ({train_minutes:.1f} min train, {pick_seconds:.0f} s pick)",
+                     *summarise(result, classes)))
+
+        if not args.skip_dog:
+            dog = DogPicker(classes, diameters)
+            dog.fit(train, tolerances, log)
+            dog_dir = dog.pick(test, run_dir / "dog")
+            result = evaluate(dog_dir, gt_dir, diameters, run_dir / "dog.json", log)
+            rows.append((snr, "DoG baseline", *summarise(result, classes)))
+
+    log(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    log(f"Accuracy on held-out realistic tomograms ({args.n_test} per SNR, "
+        f"shape {tuple(args.shape)}, tolerance = particle radius / 2), "
+        f"{(time.time() - started) / 60:.1f} min in all")
+    header = f"{'SNR':>5}  {'method':<42}" + "".join(f"{name:>8}" for name in classes) \
+        + f"{'class-aware':>13}{'agnostic':>10}"
+    log(header)
+    for snr, method, per_class, mean_f1, agnostic_f1 in rows:
+        log(f"{snr:>5g}  {method:<42}" + "".join(f"{f:>8.3f}" for f in per_class)
+            + f"{mean_f1:>13.3f}{agnostic_f1:>10.3f}")
+    log("targets: class-agnostic F1 >= 0.9, class-aware (mean per-class) F1 >= 0.85")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""Speed and memory benchmark of the etpicker core (a benchmark, not a test).
+
+Prints, as absolute numbers and as ratios against naive alternatives:
+  inference  segment() throughput (voxels/s) on a 200×512×512 volume (patch 72, pad 18)
+  nms        MP-NMS time and peak memory on a 200×512×512 class map, slab-wise (ours)
+             against whole-volume pooling (naive)
+  train      one training step (batch 8, patch 72, forward + backward + AdamW)
+  memory     peak resident memory of `python -m etpicker.core pick` on a 300×1024×1024
+             MRC file on disk (limit: 3 GB on CPU), against keeping all tiles in RAM
+
+Usage:
+    python bench/bench_speed.py [--quick] [--device auto|cpu|cuda:N] [--only SECTION ...]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from etpicker.core import __version__, io  # noqa: E402
+from etpicker.core.labels import paint_labels  # noqa: E402
+from etpicker.core.losses import soft_dice_loss, soft_target  # noqa: E402
+from etpicker.core.model import DEFAULT_WIDTHS, ResUNet3D  # noqa: E402
+from etpicker.core.pick import WEIGHTS_NAME, build_model, resolve_device  # noqa: E402
+from etpicker.core.postprocess import mp_nms  # noqa: E402
+from etpicker.core.tiling import segment, tile_origins  # noqa: E402
+
+SECTIONS = ("inference", "nms", "train", "memory")
+N_CLASSES = 3
+LABEL_DIAMETERS = (9, 13, 17)  # weak-label diameters of the three benchmark classes
+MEMORY_LIMIT = 3 * 1024 ** 3
+NARROW_WIDTHS = (4, 8, 8, 8)
+GB = 1024 ** 3
+
+
+def log(message=""):
+    print(message, flush=True)
+
+
+def synchronise(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# A fresh, small process starts each measured command: a child forked straight from this
+# (large) benchmark process would report this process's high-water mark as its own.
+LAUNCHER = """import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(child.pid, 0)
+print(f"PEAK_RSS_KB={usage.ru_maxrss}", flush=True)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_measured(command):
+    """Runs a command in a child process; returns (seconds, peak resident bytes, output)."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, *map(str, command)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed "
+                           f"(exit {done.returncode}):\n{done.stdout[-3000:]}")
+    lines = done.stdout.strip().splitlines()
+    peak = int(lines[-1].removeprefix("PEAK_RSS_KB=")) * 1024
+    return seconds, peak, "\n".join(lines[:-1])
+
+
+def random_class_map(shape, rng, spacing=24):
+    """Balls of the three label diameters on a jittered grid: crowded, not touching."""
+    class_map = np.zeros(shape, np.uint8)
+    axes = [np.arange(spacing // 2, n - spacing // 2, spacing) for n in shape]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    centres = grid + rng.integers(-3, 4, size=grid.shape)
+    classes = rng.integers(1, N_CLASSES + 1, size=len(centres))
+    for centre, class_id in zip(centres, classes):
+        radius = LABEL_DIAMETERS[class_id - 1] // 2
+        lo = centre - radius
+        box = tuple(slice(a, a + 2 * radius + 1) for a in lo)
+        offsets = np.ogrid[tuple(slice(-radius, radius + 1) for _ in range(3))]
+        ball = sum(o ** 2 for o in offsets) <= radius ** 2
+        class_map[box][ball] = class_id
+    return class_map, len(centres)
+
+
+def naive_mp_nms(class_map, diameters, device, k=5, floor=0.1):
+    """MP-NMS on the whole volume at once: the memory-hungry way that slabs avoid."""
+    found = 0
+    for class_id, diameter in enumerate(diameters, start=1):
+        soft = torch.from_numpy(class_map == class_id).to(device).float()[None, None]
+        for _ in range(int(round(diameter / (k - 1) + 1))):
+            soft = F.avg_pool3d(soft, k, stride=1, padding=k // 2)
+        window = 2 * (int(diameter) // 4) + 1  # the same neighbourhood as ours
+        peaks = (soft == F.max_pool3d(soft, window, stride=1, padding=window // 2)) \
+            & (soft > floor)
+        found += int(peaks.sum())
+    return found
+
+
+def child_nms(args):
+    """In a child process: MP-NMS (ours or naive) on the first z-slices of a saved class map."""
+    device = resolve_device(args.device)
+    class_map = np.asarray(np.load(args.child_input, mmap_mode="r")[:args.child_slices])
+    started = time.perf_counter()
+    if args.child == "nms-ours":
+        class_ids, _, _ = mp_nms(class_map, LABEL_DIAMETERS, device=device)
+        found = len(class_ids)
+    else:
+        found = naive_mp_nms(class_map, LABEL_DIAMETERS, device)
+    synchronise(device)
+    print(json.dumps({"seconds": time.perf_counter() - started, "found": found}))
+
+
+def bench_inference(args, device, out):
+    shape = (40, 72, 72) if args.quick else (200, 512, 512)
+    patch, pad, batch = 72, 18, args.batch
+    model = ResUNet3D(N_CLASSES).to(device)
+    total_tiles = len(tile_origins(shape, patch, pad))
+    log(f"\n[inference] segment(), default widths, patch {patch}, pad {pad}, batch {batch}, "
+        f"{device}")
+
+    # A first timed batch tells whether the whole volume fits the time budget; if not,
+    # the throughput is measured on a sub-volume of whole strides and extrapolated.
+    probe = torch.randn(batch, 1, patch, patch, patch, device=device)
+    with torch.no_grad():
+        model.eval()(probe[:1])  # warm-up
+        synchronise(device)
+        started = time.perf_counter()
+        model(probe)
+        synchronise(device)
+    per_tile = (time.perf_counter() - started) / batch
+    measured_shape = shape
+    if per_tile * total_tiles > args.max_seconds:
+        stride = patch - 2 * pad
+        tiles_allowed = max(1, int(args.max_seconds / per_tile))
+        side = max(1, int(np.sqrt(tiles_allowed / min(-(-shape[0] // stride), 2))))
+        measured_shape = (min(shape[0], 2 * stride), min(shape[1], side * stride),
+                          min(shape[2], side * stride))
+    volume_path = out / "inference_volume.npy"
+    np.save(volume_path, np.random.default_rng(1).standard_normal(measured_shape,
+                                                                   dtype=np.float32))
+    volume = np.load(volume_path, mmap_mode="r")
+    started = time.perf_counter()
+    segment(model, volume, 0.0, 1.0, patch, pad, batch=batch, device=device)
+    synchronise(device)
+    seconds = time.perf_counter() - started
+    voxels = float(np.prod(measured_shape))
+    throughput = voxels / seconds
+    full_seconds = np.prod(shape) / throughput
+    log(f"  measured on {measured_shape}: {seconds:.1f} s, {throughput:,.0f} voxels/s "
+        f"({len(tile_origins(measured_shape, patch, pad))} tiles, "
+        f"{seconds / len(tile_origins(measured_shape, patch, pad)):.3f} s per tile)")
+    if measured_shape != shape:
+        log(f"  {shape} ({total_tiles} tiles) would take ~{full_seconds / 60:.1f} min "
+            f"(extrapolated: over the {args.max_seconds:.0f} s budget)")
+    else:
+        log(f"  {shape}: {seconds:.1f} s for {total_tiles} tiles")
+    overlap = total_tiles * patch ** 3 / np.prod(shape)
+    log(f"  tiling overhead: each voxel goes through the network {overlap:.1f}× "
+        f"(pad {pad}); pad 12 would need "
+        f"{len(tile_origins(shape, patch, 12)) / total_tiles:.2f}× the tiles")
+    volume_path.unlink()
+    return seconds / len(tile_origins(measured_shape, patch, pad))
+
+
+def bench_nms(args, device, out):
+    shape = (64, 128, 128) if args.quick else (200, 512, 512)
+    class_map, n_particles = random_class_map(shape, np.random.default_rng(2))
+    path = out / "class_map.npy"
+    np.save(path, class_map)
+    log(f"\n[nms] MP-NMS on a {shape} class map with {n_particles} particles "
+        f"(label diameters {LABEL_DIAMETERS}), {device}")
+
+    def measure(kind, slices):
+        _, peak, output = run_measured([sys.executable, __file__, "--child", kind,
+                                        "--child-input", path, "--child-slices", slices,
+                                        "--device", str(device)])
+        return json.loads(output.strip().splitlines()[-1]), peak
+
+    ours, ours_peak = measure("nms-ours", shape[0])
+    log(f"  ours (slabs, separable pooling, de-duplication): {ours['seconds']:.2f} s, "
+        f"{ours['found']}/{n_particles} particles, peak RSS {ours_peak / GB:.2f} GB")
+    # Whole-volume 3-D pooling is slow on a CPU: compare both on the first z-slices there.
+    slices = shape[0] if device.type == "cuda" else min(shape[0], args.naive_slices)
+    if slices < shape[0]:
+        ours, ours_peak = measure("nms-ours", slices)
+        log(f"  on the first {slices} slices: ours {ours['seconds']:.2f} s, "
+            f"peak RSS {ours_peak / GB:.2f} GB")
+    naive, naive_peak = measure("nms-naive", slices)
+    log(f"  naive (whole volume at once, 3-D pooling, no de-duplication) on {slices} slices: "
+        f"{naive['seconds']:.2f} s, {naive['found']} maxima, peak RSS {naive_peak / GB:.2f} GB")
+    log(f"  ratio naive/ours: time {naive['seconds'] / ours['seconds']:.2f}×, "
+        f"memory {naive_peak / ours_peak:.2f}×")
+    path.unlink()
+
+
+def bench_train(args, device):
+    batch, patch = (2, 32) if args.quick else (8, 72)
+    model = ResUNet3D(N_CLASSES).to(device).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(rng.standard_normal((batch, 1, patch, patch, patch),
+                                                  dtype=np.float32)).to(device)
+    centres = rng.uniform(0, patch, size=(batch, 6, 3))
+    painted = [paint_labels((patch,) * 3, c, rng.integers(1, N_CLASSES + 1, 6), LABEL_DIAMETERS)
+               for c in centres]
+    ids = torch.from_numpy(np.stack([p[0] for p in painted])).to(device)
+    weight = torch.from_numpy(np.stack([p[1] for p in painted])).to(device)
+    target = soft_target(ids, weight, N_CLASSES + 1)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+
+    def step():
+        optimiser.zero_grad(set_to_none=True)
+        if amp:
+            with amp:
+                logits = model(images)
+        else:
+            logits = model(images)
+        soft_dice_loss(logits, target).backward()
+        optimiser.step()
+
+    log(f"\n[train] one step: batch {batch}, patch {patch}, default widths, forward + "
+        f"backward + AdamW, {device}")
+    step()  # warm-up
+    synchronise(device)
+    times = []
+    for _ in range(args.steps):
+        started = time.perf_counter()
+        step()
+        synchronise(device)
+        times.append(time.perf_counter() - started)
+    log(f"  {np.mean(times):.2f} s per step (mean of {args.steps}, min {min(times):.2f} s); "
+        f"{batch * patch ** 3 / np.mean(times):,.0f} training voxels/s")
+    if device.type == "cuda":
+        log(f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / GB:.2f} GB")
+
+
+def write_big_tomogram(path, shape, rng):
+    """A noise tomogram with bright blobs, written slab by slab (never whole in RAM)."""
+    with mrcfile.new_mmap(path, shape=shape, mrc_mode=2, overwrite=True) as mrc:
+        mrc.voxel_size = 10.0
+        for z in range(0, shape[0], 16):
+            slab = rng.standard_normal((min(16, shape[0] - z),) + tuple(shape[1:]),
+                                       dtype=np.float32)
+            slab[:, ::24, ::24] += 20.0  # sparse bright lines: something to segment
+            mrc.data[z:z + len(slab)] = slab
+
+
+def write_model(folder, widths, patch, pad):
+    """A model folder as train writes one, with untrained weights of the given widths."""
+    config = {"format": 1, "classes": [f"c{i}" for i in range(1, N_CLASSES + 1)],
+              "diameters": list(LABEL_DIAMETERS), "label_type": "tball", "voxel_size": 10.0,
+              "patch": patch, "pad": pad, "widths": list(widths), "coordconv": True,
+              "pyramid": True, "normalisation": "robust-standardise", "version": __version__}
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(build_model(config).state_dict(), folder / WEIGHTS_NAME)
+    io.write_config(folder, config)
+
+
+def bench_memory(args, device, out, seconds_per_tile):
+    shape = (100, 256, 256) if args.quick else (300, 1024, 1024)
+    patch, pad = 72, args.memory_pad
+    n_tiles = len(tile_origins(shape, patch, pad))
+    widths = None
+    estimate = (seconds_per_tile or 0) * n_tiles
+    if seconds_per_tile is None or estimate > args.max_memory_minutes * 60:
+        widths = NARROW_WIDTHS
+    log(f"\n[memory] `pick` of a {shape} float32 MRC on disk "
+        f"({np.prod(shape) * 4 / GB:.2f} GB), patch {patch}, pad {pad}, {device}")
+    if widths:
+        reason = (f"default widths would take ~{estimate / 60:.0f} min here"
+                  if seconds_per_tile else "no inference timing")
+        log(f"  network widths {widths} instead of the default ({reason}); memory is "
+            f"dominated by volume-sized buffers, not by the network")
+    tomo_path = out / "big_tomogram.mrc"
+    write_big_tomogram(tomo_path, shape, np.random.default_rng(4))
+    model_dir = out / "memory_model"
+    write_model(model_dir, widths or DEFAULT_WIDTHS, patch, pad)
+    seconds, peak, output = run_measured(
+        [sys.executable, "-m", "etpicker.core", "pick", "--model", model_dir,
+         "--tomos", tomo_path, "--out", out / "memory_pred", "--pad", pad,
+         "--batch", args.batch, "--device", str(device)])
+    reference_tiles = len(tile_origins(shape, patch, 18))  # the reference's pick pad
+    tiles_in_ram = reference_tiles * patch ** 3 * 4
+    verdict = "OK" if peak < MEMORY_LIMIT or device.type == "cuda" else "OVER THE LIMIT"
+    log(f"  {seconds / 60:.1f} min, peak RSS {peak / GB:.2f} GB "
+        f"(limit {MEMORY_LIMIT / GB:.0f} GB on CPU: {verdict})")
+    log(f"  naive: all {reference_tiles} tiles (pad 18) in RAM would hold "
+        f"{tiles_in_ram / GB:.1f} GB of input alone, {tiles_in_ram / peak:.1f}× our whole peak")
+    shutil.rmtree(model_dir)
+    shutil.rmtree(out / "memory_pred", ignore_errors=True)
+    tomo_path.unlink()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a quick check")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS)
+    parser.add_argument("--batch", type=int, default=4, help="inference tiles per batch")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps")
+    parser.add_argument("--max-seconds", type=float, default=300.0,
+                        help="time budget of the inference measurement (default %(default)s)")
+    parser.add_argument("--max-memory-minutes", type=float, default=15.0,
+                        help="above this estimated pick time, the memory run uses "
+                             "narrow widths (default %(default)s)")
+    parser.add_argument("--naive-slices", type=int, default=40,
+                        help="on a CPU, the naive MP-NMS comparison uses this many z-slices "
+                             "(default %(default)s)")
+    parser.add_argument("--memory-pad", type=int, default=18,
+                        help="tile margin of the memory run; 0 needs 1/7 of the tiles and "
+                             "leaves the peak memory unchanged (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=PROJECT / "bench_output" / "speed")
+    parser.add_argument("--child", choices=("nms-ours", "nms-naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-input", help=argparse.SUPPRESS)
+    parser.add_argument("--child-slices", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child_nms(args)
+
+    device = resolve_device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log(f"etpicker speed benchmark on {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+           else f" ({torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs)")
+        + (", quick sizes" if args.quick else ""))
+    seconds_per_tile = None
+    if "inference" in args.only:
+        seconds_per_tile = bench_inference(args, device, args.out)
+    if "nms" in args.only:
+        bench_nms(args, device, args.out)
+    if "train" in args.only:
+        bench_train(args, device)
+    if "memory" in args.only:
+        bench_memory(args, device, args.out, seconds_per_tile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Realistic simulated cryo-ET tomograms built from real density maps at 10 Å/voxel.
+
+Target proteins (the classes to pick) are placed among many non-target proteins,
+membrane vesicles and gold beads, crowded but not overlapping, in random orientations.
+The volume then goes through a ±60° missing wedge (tilt axis y, beam along z), a
+phase-contrast CTF (300 kV, 10 Å voxels) and wedge-limited Gaussian noise at a chosen SNR.
+
+Usage:
+    python bench/realistic.py --out DIR [--n-tomos 4] [--shape 128 256 256] [--snr 0.1 ...]
+
+writes DIR/snr<S>/<stem>.mrc with the targets' ground truth DIR/snr<S>/<stem>.csv
+(`class,x,y,z`, 0-based voxels). The maps come from /work/shared/data/templates_10A
+(see its NOTICE.md); without that folder the script stops with a clear message.
+"""
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "templates_10A"
+VOXEL_SIZE = 10.0  # Å; the maps' sampling
+DEFAULT_TARGETS = ("4v4r", "3j9i", "1bxn")
+# Subunits of a target would be ambiguous distractors, so they are left out.
+EXCLUDED_MAPS = ("4v4r_30S", "4v4r_50S")
+MAP_FLOOR = 0.05  # fraction of a map's maximum below which it counts as solvent
+
+VESICLE_AMPLITUDE = 0.8  # lipid head groups, relative to a protein's peak density
+GOLD_AMPLITUDE = 6.0  # gold scatters far more strongly than protein
+
+
+class TemplatesMissing(RuntimeError):
+    """The folder of real maps is absent: the realistic benchmark cannot run."""
+
+
+@dataclass
+class Template:
+    """A normalised map (peak 1), its centre of mass and the radius enclosing its density."""
+
+    name: str
+    density: np.ndarray
+    centre: np.ndarray
+    radius: float
+    diameter: float  # equivalent-sphere diameter from the radius of gyration, voxels
+
+
+def load_templates(folder=TEMPLATES_DIR):
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TemplatesMissing(
+            f"realistic benchmark needs the real maps in {folder}, which does not exist")
+    templates = {}
+    for path in sorted(folder.glob("*.mrc")):
+        if path.stem in EXCLUDED_MAPS:
+            continue
+        with mrcfile.open(path, permissive=True) as mrc:
+            density = np.clip(mrc.data.astype(np.float32), 0, None)
+        density /= density.max()
+        centre = np.array(ndimage.center_of_mass(density))
+        solid = np.argwhere(density > MAP_FLOOR)
+        distances = np.linalg.norm(solid - centre, axis=1)
+        radius = float(distances.max()) + 1.0
+        weights = density[density > MAP_FLOOR]
+        gyration = np.sqrt(np.average(distances ** 2, weights=weights))
+        diameter = 2.0 * np.sqrt(5.0 / 3.0) * gyration  # a uniform ball has Rg² = 3R²/5
+        templates[path.stem] = Template(path.stem, density, centre, radius, float(diameter))
+    return templates
+
+
+def rotated(template, rotation):
+    """The template rotated about its centre of mass, in an odd cube centred on it."""
+    half = int(np.ceil(template.radius))
+    matrix = rotation.as_matrix()
+    offset = template.centre - matrix @ np.full(3, half)
+    return ndimage.affine_transform(template.density, matrix, offset=offset,
+                                    output_shape=(2 * half + 1,) * 3, order=1)
+
+
+def vesicle_shell(radius):
+    """A lipid bilayer: two Gaussian leaflets 4 nm apart on a sphere of the given radius."""
+    half = int(np.ceil(radius + 4))
+    grid = np.mgrid[-half:half + 1, -half:half + 1, -half:half + 1]
+    distance = np.sqrt((grid ** 2).sum(axis=0))
+    leaflets = sum(np.exp(-((distance - radius - s) ** 2) / (2 * 0.8 ** 2)) for s in (-2, 2))
+    return (VESICLE_AMPLITUDE * leaflets).astype(np.float32)
+
+
+def gold_bead(radius):
+    half = int(np.ceil(radius + 2))
+    grid = np.mgrid[-half:half + 1, -half:half + 1, -half:half + 1]
+    distance = np.sqrt((grid ** 2).sum(axis=0))
+    # A ball with a one-voxel soft edge, so that it is not a pure aliasing pattern.
+    return (GOLD_AMPLITUDE / (1 + np.exp((distance - radius) / 0.5))).astype(np.float32)
+
+
+class Placer:
+    """Random sequential placement of solid balls and hollow shells that must not overlap."""
+
+    def __init__(self, shape, rng):
+        self.shape = np.array(shape)
+        self.rng = rng
+        self.centres = np.zeros((0, 3))
+        self.radii = np.zeros(0)
+        self.hollow = np.zeros(0, bool)  # vesicles: only their membrane is excluded
+
+    def place(self, radius, hollow=False, attempts=50):
+        """A free integer centre keeping the whole object inside the volume, or None."""
+        margin = int(np.ceil(radius))
+        if np.any(self.shape <= 2 * margin):
+            return None
+        for _ in range(attempts):
+            centre = self.rng.integers(margin, self.shape - margin)
+            if self._fits(centre, radius, hollow):
+                self.centres = np.vstack([self.centres, centre])
+                self.radii = np.append(self.radii, radius)
+                self.hollow = np.append(self.hollow, hollow)
+                return centre
+        return None
+
+    def _fits(self, centre, radius, hollow):
+        distance = np.linalg.norm(self.centres - centre, axis=1)
+        membrane = 3.0
+        for d, r, h in zip(distance, self.radii, self.hollow):
+            if h and not hollow:
+                # A protein may sit inside or outside a vesicle, never across its membrane.
+                if abs(d - r) < radius + membrane:
+                    return False
+            elif hollow and not h:
+                if abs(d - radius) < r + membrane:
+                    return False
+            elif d < r + radius:
+                return False
+        return True
+
+
+def paste(volume, block, centre):
+    """Adds a cube centred on an integer voxel (the placer keeps it inside the volume)."""
+    half = block.shape[0] // 2
+    z, y, x = (int(c) - half for c in centre)
+    n = block.shape[0]
+    volume[z:z + n, y:y + n, x:x + n] += block
+
+
+def place_objects(shape, templates, targets, rng, target_count, distractor_count,
+                  n_vesicles, n_gold):
+    """Clean density of a crowded tomogram and the targets' centres as (name, z, y, x)."""
+    volume = np.zeros(shape, np.float32)
+    placer = Placer(shape, rng)
+    for _ in range(n_vesicles):
+        radius = rng.uniform(15, 35)
+        centre = placer.place(radius + 4, hollow=True)
+        if centre is not None:
+            paste(volume, vesicle_shell(radius), centre)
+    for _ in range(n_gold):
+        radius = rng.uniform(2.5, 5)
+        centre = placer.place(radius + 2)
+        if centre is not None:
+            paste(volume, gold_bead(radius), centre)
+
+    others = [name for name in templates if name not in targets]
+    # Targets first, so that their counts do not depend on luck; within each group large
+    # particles go first so that crowding does not lock them out.
+    queue = sorted((name for name in targets for _ in range(target_count)),
+                   key=lambda name: -templates[name].radius)
+    queue += sorted(rng.choice(others, size=distractor_count),
+                    key=lambda name: -templates[name].radius)
+    truth = []
+    for name in queue:
+        template = templates[name]
+        centre = placer.place(template.radius)
+        if centre is None:
+            continue
+        paste(volume, rotated(template, Rotation.random(random_state=rng)), centre)
+        if name in targets:
+            truth.append((name, *centre))
+    return volume, truth
+
+
+def ctf(frequency, defocus_um=-3.0, kilovolts=300.0, cs_mm=2.7, amplitude_contrast=0.07):
+    """Phase-contrast transfer at spatial frequencies in 1/Å (underfocus is negative)."""
+    volts = kilovolts * 1e3
+    wavelength = 12.2643 / np.sqrt(volts * (1 + 0.978466e-6 * volts))  # Å, relativistic
+    defocus = -defocus_um * 1e4  # Å, positive for underfocus
+    cs = cs_mm * 1e7
+    chi = np.pi * wavelength * defocus * frequency ** 2 \
+        - 0.5 * np.pi * cs * wavelength ** 3 * frequency ** 4
+    # Sign chosen so that protein (positive density) appears dark, as in real tomograms.
+    return -(np.sqrt(1 - amplitude_contrast ** 2) * np.sin(chi) + amplitude_contrast * np.cos(chi))
+
+
+def fourier_grids(shape):
+    kz = np.fft.fftfreq(shape[0])[:, None, None]
+    ky = np.fft.fftfreq(shape[1])[None, :, None]
+    kx = np.fft.rfftfreq(shape[2])[None, None, :]
+    return kz, ky, kx
+
+
+def wedge_mask(shape, max_tilt_deg=60.0):
+    """Fourier samples a ±max_tilt tilt series about y measures (beam along z)."""
+    kz, _, kx = fourier_grids(shape)
+    sampled = np.abs(kz) <= np.tan(np.radians(max_tilt_deg)) * np.abs(kx)
+    sampled = sampled | ((kz == 0) & (kx == 0))
+    return np.broadcast_to(sampled, (shape[0], shape[1], shape[2] // 2 + 1))
+
+
+def imaged_signal(density, phase_flip=False):
+    """The clean density as the microscope and reconstruction render it (wedge + CTF)."""
+    kz, ky, kx = fourier_grids(density.shape)
+    frequency = np.sqrt(kz ** 2 + ky ** 2 + kx ** 2) / VOXEL_SIZE
+    transfer = ctf(frequency)
+    if phase_flip:
+        transfer = np.abs(transfer)
+    transfer = transfer * wedge_mask(density.shape)
+    return np.fft.irfftn(np.fft.rfftn(density) * transfer, s=density.shape).astype(np.float32)
+
+
+def add_noise(signal, snr, rng):
+    """Noise measured through the same wedge, scaled so var(signal)/var(noise) = snr."""
+    white = rng.standard_normal(signal.shape, dtype=np.float32)
+    noise = np.fft.irfftn(np.fft.rfftn(white) * wedge_mask(signal.shape), s=signal.shape)
+    noise *= np.sqrt(signal.var() / snr) / noise.std()
+    return (signal + noise).astype(np.float32)
+
+
+def simulate_series(templates, shape, snrs, seed, targets=DEFAULT_TARGETS, target_count=None,
+                    distractor_count=None, phase_flip=False):
+    """One crowded layout imaged at each SNR: ({snr: volume}, truth rows (name, z, y, x))."""
+    rng = np.random.default_rng(seed)
+    voxels = float(np.prod(shape))
+    # Counts scale with the volume; for 128×256×256 about 35 of each target and 300 others.
+    scale = voxels / (128 * 256 * 256)
+    target_count = target_count or max(1, round(35 * scale))
+    distractor_count = distractor_count or max(1, round(300 * scale))
+    density, truth = place_objects(shape, templates, targets, rng, target_count,
+                                   distractor_count, n_vesicles=max(1, round(3 * scale)),
+                                   n_gold=max(1, round(8 * scale)))
+    signal = imaged_signal(density, phase_flip)
+    volumes = {snr: add_noise(signal, snr, np.random.default_rng([seed, int(snr * 1e6)]))
+               for snr in snrs}
+    return volumes, truth
+
+
+def write_truth(path, truth):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["class", "x", "y", "z"])
+        for name, z, y, x in truth:
+            writer.writerow([name, x, y, z])
+
+
+def write_tomogram(path, volume):
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(volume)
+        mrc.voxel_size = VOXEL_SIZE
+
+
+def snr_folder(out, snr):
+    return Path(out) / f"snr{snr:g}"
+
+
+def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_flip=False,
+             templates=None, log=print):
+    """Writes n_tomos tomograms per SNR; returns {snr: [(mrc path, csv path), ...]}."""
+    templates = templates or load_templates()
+    unknown = [name for name in targets if name not in templates]
+    if unknown:
+        raise ValueError(f"unknown target maps {unknown}; choose from {sorted(templates)}")
+    written = {snr: [] for snr in snrs}
+    for folder in map(lambda s: snr_folder(out, s), snrs):
+        folder.mkdir(parents=True, exist_ok=True)
+    for index in range(n_tomos):
+        volumes, truth = simulate_series(templates, shape, snrs, seed + index, targets,
+                                         phase_flip=phase_flip)
+        stem = f"tomo_{index:02d}"
+        for snr, volume in volumes.items():
+            folder = snr_folder(out, snr)
+            write_tomogram(folder / f"{stem}.mrc", volume)
+            write_truth(folder / f"{stem}.csv", truth)
+            written[snr].append((folder / f"{stem}.mrc", folder / f"{stem}.csv"))
+        counts = {name: sum(row[0] == name for row in truth) for name in targets}
+        log(f"{stem}: {counts}", flush=True)
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--n-tomos", type=int, default=4)
+    parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 256),
+                        metavar=("Z", "Y", "X"), help="voxels at 10 Å")
+    parser.add_argument("--snr", type=float, nargs="+", default=(0.1, 0.05))
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help="comma-separated map names to pick (default %(default)s)")
+    parser.add_argument("--phase-flip", action="store_true", help="apply |CTF| instead of CTF")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        templates = load_templates()
+        generate(args.out, args.n_tomos, tuple(args.shape), args.snr, args.seed,
+                 tuple(args.targets.split(",")), args.phase_flip, templates)
+    except (TemplatesMissing, ValueError) as error:
+        print(f"realistic: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

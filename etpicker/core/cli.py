@@ -1,0 +1,280 @@
+"""Command line of the core: `python -m etpicker.core SUBCOMMAND ...`.
+
+Exit codes: 0 success, 2 bad input (one line `etpicker: error: ...` on stderr, no
+traceback), 1 an unexpected failure. Progress goes to stdout, one flushed line per step.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from . import __version__
+from .io import Coords, InputError, check_inside, open_tomogram, read_coords, write_coords, write_volume
+from .labels import LABEL_TYPES, paint_labels
+from .metrics import evaluate, scores
+from .model import DEFAULT_WIDTHS
+from .pick import load_model, pick_tomogram, resolve_device
+from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
+from .train import DEFAULT_DIAMETER, class_order, expand_diameters, train
+
+DEFAULT_EVALUATE_DIAMETER = 12
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise InputError(f"{message} (see '{self.prog} --help')")
+
+
+def _number_list(text, kind=float):
+    try:
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _name_list(text):
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _diameter_help(default):
+    return (f"weak-label diameter in voxels, one for all classes or one per class in class order "
+            f"(D or D1,D2,...; default {default})")
+
+
+def _add_simulate(subparsers):
+    parser = subparsers.add_parser("simulate", help="write synthetic tomograms with ground truth",
+                                   description="Write DIR/tomo_NNN.mrc and its ground truth DIR/tomo_NNN.csv: "
+                                               "three particle classes (small, medium, large) in random "
+                                               "orientations, distractors, CTF, missing wedge and noise.")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR")
+    parser.add_argument("--n-tomos", type=int, default=2)
+    parser.add_argument("--shape", type=int, nargs=3, default=DEFAULT_SHAPE, metavar=("Z", "Y", "X"))
+    parser.add_argument("--snr", type=float, default=DEFAULT_SNR, help="signal variance / noise variance")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--voxel-size", type=float, default=DEFAULT_VOXEL_SIZE, help="Å, written to the header")
+    parser.set_defaults(run=_simulate)
+
+
+def _simulate(args):
+    write_dataset(args.out, args.n_tomos, tuple(args.shape), args.snr, args.seed, args.voxel_size)
+
+
+def _add_labels(subparsers):
+    parser = subparsers.add_parser("labels", help="paint a weak-label volume from coordinates",
+                                   description="Paint the weak labels of a tomogram's coordinates into a "
+                                               "uint8 MRC (0 = background, i = i-th class).")
+    parser.add_argument("--tomo", required=True, type=Path, metavar="T.mrc")
+    parser.add_argument("--coords", required=True, type=Path, metavar="C.csv")
+    parser.add_argument("--out", required=True, type=Path, metavar="L.mrc")
+    parser.add_argument("--label-type", choices=LABEL_TYPES, default="tball")
+    parser.add_argument("--diameter", type=lambda t: _number_list(t, float), help=_diameter_help(DEFAULT_DIAMETER))
+    parser.add_argument("--classes", type=_name_list, metavar="A,B",
+                        help="class order (default: sorted class names of the coordinates)")
+    parser.set_defaults(run=_labels)
+
+
+def _labels(args):
+    tomogram = open_tomogram(args.tomo)
+    coords = read_coords(args.coords)
+    check_inside(coords.xyz, tomogram.data.shape, args.coords)
+    classes = class_order([coords], args.classes)
+    diameters = expand_diameters(args.diameter, len(classes))
+    class_ids = np.array([classes.index(name) + 1 for name in coords.names], dtype=np.int64)
+    zyx = coords.xyz[:, ::-1]
+    labels = np.zeros(tomogram.data.shape, dtype=np.uint8)
+    slab = 32  # painting slab by slab keeps the temporary float buffers small
+    for z0 in range(0, labels.shape[0], slab):
+        shape = (min(slab, labels.shape[0] - z0),) + labels.shape[1:]
+        labels[z0:z0 + shape[0]], _ = paint_labels(shape, zyx, class_ids, diameters, args.label_type,
+                                                   origin=(z0, 0, 0))
+    write_volume(args.out, labels, tomogram.voxel_size)
+    print(f"wrote {args.out}: {len(coords)} particles, classes {','.join(classes)}", flush=True)
+
+
+def _add_train(subparsers):
+    parser = subparsers.add_parser(
+        "train", help="train a picking model",
+        description="Train a 3D-ResUNet on weak labels around annotated centres. Coordinates are matched "
+                    "to tomograms by file stem (T.mrc <-> T.csv). Without --val-tomos, a block at one end "
+                    "of each tomogram holding --val-fraction of its particles is held out for validation. "
+                    "The epoch with the best validation picking F1 is kept.")
+    parser.add_argument("--tomos", required=True, nargs="+", type=Path, metavar="T.mrc")
+    parser.add_argument("--coords", required=True, nargs="+", type=Path, metavar="T.csv")
+    parser.add_argument("--val-tomos", nargs="+", type=Path, default=[], metavar="V.mrc")
+    parser.add_argument("--val-coords", nargs="+", type=Path, default=[], metavar="V.csv")
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
+    parser.add_argument("--diameter", type=lambda t: _number_list(t, float), help=_diameter_help(DEFAULT_DIAMETER))
+    parser.add_argument("--label-type", choices=LABEL_TYPES, default="tball")
+    parser.add_argument("--classes", type=_name_list, metavar="A,B",
+                        help="class order (default: sorted class names of the coordinates)")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--max-minutes", type=float, help="wall-clock budget; stops after the epoch that "
+                                                          "would overrun it, keeping the best model")
+    parser.add_argument("--patch", type=int, default=72, help="training patch size, a multiple of 8")
+    parser.add_argument("--pad", type=int, help="tile margin of validation picking (default patch/6, 12 for "
+                                                "72); the model stores patch/4 (18) for picking")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--ce-weight", type=float, default=0.0, help="weight of cross-entropy added to Dice")
+    parser.add_argument("--widths", type=lambda t: _number_list(t, int), default=list(DEFAULT_WIDTHS),
+                        metavar="W1,W2,W3,W4", help="channels per network level")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    parser.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
+    parser.add_argument("--init-model", type=Path, metavar="DIR", help="start from this model's weights "
+                                                                       "(same classes) to fine-tune")
+    parser.set_defaults(run=_train)
+
+
+def _train(args):
+    train(args.tomos, args.coords, args.out, val_tomos=args.val_tomos, val_coords=args.val_coords,
+          val_fraction=args.val_fraction, diameters=args.diameter, label_type=args.label_type,
+          classes=args.classes, epochs=args.epochs, max_minutes=args.max_minutes, patch=args.patch,
+          pad=args.pad, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
+          init_model=args.init_model, widths=args.widths, ce_weight=args.ce_weight)
+
+
+def _add_pick(subparsers):
+    parser = subparsers.add_parser("pick", help="pick particles in tomograms with a trained model",
+                                   description="Write PRED_DIR/<stem>.csv (class,x,y,z,score) per tomogram.")
+    parser.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
+    parser.add_argument("--tomos", required=True, nargs="+", type=Path, metavar="A.mrc")
+    parser.add_argument("--out", required=True, type=Path, metavar="PRED_DIR")
+    parser.add_argument("--pad", type=int, help="tile margin (default: the model's)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="class probability that makes a voxel "
+                                                                     "foreground")
+    parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: a quarter "
+                                                        "of a fully segmented ball's score, per class)")
+    parser.add_argument("--min-distance", type=float, help="of two picks closer than this (voxels), keep the "
+                                                           "higher score (default: half the class diameter)")
+    parser.add_argument("--batch", type=int, default=4, help="tiles per network call")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    parser.add_argument("--save-probability", action="store_true",
+                        help="also write PRED_DIR/<stem>_probability.mrc (foreground probability)")
+    parser.set_defaults(run=_pick)
+
+
+def _pick(args):
+    if args.batch < 1:
+        raise InputError("--batch must be at least 1")
+    device = resolve_device(args.device)
+    model, config = load_model(args.model, device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for path in args.tomos:
+        try:
+            tomogram = open_tomogram(path)
+            probability = None
+            if args.save_probability:
+                probability_file = mrcfile.new_mmap(args.out / f"{tomogram.stem}_probability.mrc",
+                                                    shape=tomogram.data.shape, mrc_mode=2, overwrite=True)
+                probability_file.voxel_size = tomogram.voxel_size
+                probability = probability_file.data
+            try:
+                coords = pick_tomogram(model, config, tomogram, pad=args.pad, threshold=args.threshold,
+                                       min_score=args.min_score, min_distance=args.min_distance,
+                                       batch=args.batch, device=device, probability_out=probability)
+            finally:
+                if probability is not None:
+                    probability_file.close()
+            write_coords(args.out / f"{tomogram.stem}.csv", coords)
+            print(f"picked {tomogram.stem}: {len(coords)} particles", flush=True)
+        except InputError as error:
+            print(f"etpicker: error: {error}", file=sys.stderr, flush=True)
+            failures.append(str(path))
+    if failures:
+        raise InputError(f"{len(failures)} of {len(args.tomos)} tomogram(s) failed: {', '.join(failures)}")
+
+
+def _add_evaluate(subparsers):
+    parser = subparsers.add_parser(
+        "evaluate", help="score predictions against ground truth",
+        description="Match PRED_DIR/<stem>.csv with GT_DIR/<stem>.csv one-to-one within a tolerance and "
+                    "print per-class and class-agnostic precision, recall and F1; the last line is "
+                    "F1=<class-agnostic F1>.")
+    parser.add_argument("--pred", required=True, type=Path, metavar="PRED_DIR")
+    parser.add_argument("--gt", required=True, type=Path, metavar="GT_DIR")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--tolerance", type=float, metavar="VOXELS", help="match distance for every class")
+    group.add_argument("--diameter", type=lambda t: _number_list(t, float), metavar="D[,D2...]",
+                       help=f"particle diameter(s) in voxels, in sorted class order; the tolerance is a "
+                            f"quarter of it (half the radius). Default when neither is given: diameter "
+                            f"{DEFAULT_EVALUATE_DIAMETER}")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
+    parser.set_defaults(run=_evaluate)
+
+
+def _evaluate(args):
+    for folder in (args.pred, args.gt):
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such folder")
+    truths = {path.stem: read_coords(path) for path in sorted(args.gt.glob("*.csv"))}
+    if not truths:
+        raise InputError(f"{args.gt}: no ground-truth .csv files")
+    predictions = {}
+    for stem in truths:
+        path = args.pred / f"{stem}.csv"
+        if path.is_file():
+            predictions[stem] = read_coords(path)
+        else:
+            print(f"no prediction {path}: counting all its particles as missed", flush=True)
+            predictions[stem] = Coords(np.array([], str), np.zeros((0, 3)))
+    classes = sorted({name for coords in truths.values() for name in coords.names})
+    if args.tolerance is not None:
+        if not args.tolerance > 0:
+            raise InputError(f"--tolerance must be positive, got {args.tolerance}")
+        tolerance = {name: args.tolerance for name in classes}
+    else:
+        diameters = args.diameter or [DEFAULT_EVALUATE_DIAMETER]
+        if len(diameters) == 1:
+            diameters = diameters * len(classes)
+        if len(diameters) != len(classes) or min(diameters) <= 0:
+            raise InputError(f"give one positive --diameter or one per class ({','.join(classes)})")
+        tolerance = {name: diameter / 4 for name, diameter in zip(classes, diameters)}
+    totals = {}
+    for stem, truth in truths.items():
+        result = evaluate(predictions[stem], truth, tolerance)
+        for name, counts in list(result["classes"].items()) + [("all", result["all"])]:
+            total = totals.setdefault(name, [0, 0, 0])
+            for i, key in enumerate(("tp", "fp", "fn")):
+                total[i] += counts[key]
+    summary = {"classes": {name: scores(*totals[name]) for name in totals if name != "all"},
+               "all": scores(*totals["all"]), "tolerance": tolerance}
+    print(f"{'class':<16}{'tp':>7}{'fp':>7}{'fn':>7}{'precision':>11}{'recall':>9}{'f1':>8}")
+    for name, row in list(summary["classes"].items()) + [("all", summary["all"])]:
+        print(f"{name:<16}{row['tp']:>7}{row['fp']:>7}{row['fn']:>7}{row['precision']:>11.3f}"
+              f"{row['recall']:>9.3f}{row['f1']:>8.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"F1={summary['all']['f1']:.3f}", flush=True)
+
+
+def build_parser():
+    parser = _Parser(prog="etpicker", description="Weakly supervised 3D particle picking for cryo-ET "
+                                                  "(DeepETPicker method).")
+    parser.add_argument("--version", action="version", version=f"etpicker {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    _add_simulate(subparsers)
+    _add_labels(subparsers)
+    _add_train(subparsers)
+    _add_pick(subparsers)
+    _add_evaluate(subparsers)
+    return parser
+
+
+def main(argv=None):
+    # Progress lines must reach a parent process (Scipion) as they happen, even through a pipe.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+    try:
+        args = build_parser().parse_args(argv)
+        args.run(args)
+    except InputError as error:
+        print(f"etpicker: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    return 0

@@ -1,0 +1,87 @@
+"""The 3D-ResUNet: residual blocks, CoordConv at every block, image-pyramid input."""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+DEFAULT_WIDTHS = (24, 48, 72, 108)
+
+
+def coordinate_channels(like):
+    """Three channels holding the normalised z, y, x position (-1..1) over the volume of `like`."""
+    batch, _, *size = like.shape
+    axes = [torch.linspace(-1, 1, n, device=like.device, dtype=like.dtype) for n in size]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack(grids).unsqueeze(0).expand(batch, -1, -1, -1, -1)
+
+
+def _conv_norm(in_channels, out_channels, kernel=3, stride=1):
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.InstanceNorm3d(out_channels, affine=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Three 3x3x3 convolutions with a shortcut; CoordConv channels join the input."""
+
+    def __init__(self, in_channels, out_channels, coordconv):
+        super().__init__()
+        self.coordconv = coordconv
+        conv_in = in_channels + (3 if coordconv else 0)
+        self.convs = nn.ModuleList([_conv_norm(conv_in, out_channels),
+                                    _conv_norm(out_channels, out_channels),
+                                    _conv_norm(out_channels, out_channels)])
+        self.shortcut = (nn.Identity() if in_channels == out_channels
+                         else nn.Conv3d(in_channels, out_channels, 1, bias=False))
+
+    def forward(self, x):
+        h = torch.cat([x, coordinate_channels(x)], dim=1) if self.coordconv else x
+        h = F.elu(self.convs[0](h))
+        h = F.elu(self.convs[1](h))
+        h = self.convs[2](h)
+        return F.elu(h + self.shortcut(x))
+
+
+class ResUNet3D(nn.Module):
+    """U-Net with 4 encoder levels (3 down-samplings by stride-2 3x3x3 convolutions),
+    3 decoder levels (transposed-convolution up-sampling, skips added), one residual
+    block per level, and n_classes + 1 output logits (channel 0 = background)."""
+
+    def __init__(self, n_classes, widths=DEFAULT_WIDTHS, coordconv=True, pyramid=True):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 4:
+            raise ValueError(f"ResUNet3D needs 4 widths, got {widths}")
+        self.n_classes = n_classes
+        self.pyramid = pyramid
+        extra = 1 if pyramid else 0
+        self.encoders = nn.ModuleList([ResidualBlock(1, widths[0], coordconv)])
+        self.downs = nn.ModuleList()
+        for level in range(1, 4):
+            self.downs.append(_conv_norm(widths[level - 1], widths[level - 1], stride=2))
+            self.encoders.append(ResidualBlock(widths[level - 1] + extra, widths[level], coordconv))
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for level in (2, 1, 0):
+            self.ups.append(nn.ConvTranspose3d(widths[level + 1], widths[level], 2, stride=2))
+            self.decoders.append(ResidualBlock(widths[level], widths[level], coordconv))
+        self.head = nn.Conv3d(widths[0], n_classes + 1, 1)
+
+    def forward(self, x):
+        if x.dim() != 5 or x.shape[1] != 1:
+            raise ValueError(f"ResUNet3D expects a B×1×Z×Y×X batch, got shape {tuple(x.shape)}")
+        if any(n % 8 for n in x.shape[2:]):
+            raise ValueError(f"ResUNet3D needs patch sizes that are multiples of 8, got {tuple(x.shape[2:])}")
+        skips = []
+        h = self.encoders[0](x)
+        image = x
+        for down, encoder in zip(self.downs, self.encoders[1:]):
+            skips.append(h)
+            h = F.elu(down(h))
+            if self.pyramid:
+                image = F.avg_pool3d(image, 2)
+                h = torch.cat([h, image], dim=1)
+            h = encoder(h)
+        for up, decoder in zip(self.ups, self.decoders):
+            h = decoder(up(h) + skips.pop())
+        return self.head(h)

@@ -1,0 +1,82 @@
+"""Training patches: one per annotated particle (random offset) plus some background ones.
+
+Patches are read from the tomogram's memory map one at a time and standardised with the
+tomogram's robust statistics; labels are painted for the patch box only.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .labels import paint_labels
+
+
+@dataclass
+class PatchSource:
+    """One tomogram as training material.
+
+    `centres_zyx`/`class_ids` are all its annotations (they label every patch); only
+    those flagged in `trainable` get a patch of their own. Patches stay inside
+    [0, limit_zyx) so they never overlap a held-out validation block; the limit must be at
+    least the patch size on every axis."""
+    data: np.ndarray
+    centre: float
+    scale: float
+    centres_zyx: np.ndarray
+    class_ids: np.ndarray
+    trainable: np.ndarray
+    limit_zyx: tuple
+
+
+def patch_origin(centre_zyx, patch, limit_zyx):
+    """The corner of a patch centred on a voxel, moved inside [0, limit) (limit >= patch)."""
+    origin = np.floor(np.asarray(centre_zyx, dtype=np.float64) + 0.5).astype(np.int64) - patch // 2
+    return np.clip(origin, 0, np.asarray(limit_zyx, dtype=np.int64) - patch)
+
+
+class PatchSampler:
+    def __init__(self, sources, diameters, label_type, patch, background_fraction=0.15):
+        self.sources = sources
+        self.diameters = list(diameters)
+        self.label_type = label_type
+        self.patch = patch
+        self.max_offset = patch // 5
+        n_particles = sum(int(source.trainable.sum()) for source in sources)
+        self.n_background = int(round(background_fraction * n_particles))
+        self.n_patches = n_particles + self.n_background
+
+    def epoch_plan(self, rng):
+        """(source index, patch origin) for every patch of one epoch, shuffled."""
+        plan = []
+        for index, source in enumerate(self.sources):
+            for centre in source.centres_zyx[source.trainable]:
+                offset = rng.integers(-self.max_offset, self.max_offset + 1, size=3)
+                plan.append((index, patch_origin(centre + offset, self.patch, source.limit_zyx)))
+        for _ in range(self.n_background):
+            index = int(rng.integers(len(self.sources)))
+            limit = np.asarray(self.sources[index].limit_zyx)
+            centre = rng.uniform(0, limit)
+            plan.append((index, patch_origin(centre, self.patch, limit)))
+        return [plan[i] for i in rng.permutation(len(plan))]
+
+    def read(self, index, origin):
+        """(standardised image, class ids, label weight) of one patch."""
+        source = self.sources[index]
+        lo = np.asarray(origin)
+        hi = lo + self.patch
+        image = np.asarray(source.data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+        image = (image - source.centre) / source.scale
+        reach = max(self.diameters)
+        near = np.all((source.centres_zyx > lo - reach) & (source.centres_zyx < hi + reach), axis=1)
+        ids, weight = paint_labels((self.patch,) * 3, source.centres_zyx[near], source.class_ids[near],
+                                   self.diameters, self.label_type, origin=lo)
+        return image, ids, weight
+
+    def batches(self, plan, batch_size):
+        """Tensors (image B×1×N³, label B×2×N³ holding class ids and weights) per batch."""
+        for start in range(0, len(plan), batch_size):
+            patches = [self.read(index, origin) for index, origin in plan[start:start + batch_size]]
+            image = torch.from_numpy(np.stack([p[0] for p in patches]))[:, None]
+            label = torch.from_numpy(np.stack([np.stack([p[1].astype(np.float32), p[2]]) for p in patches]))
+            yield image, label

@@ -1,0 +1,391 @@
+"""Training: patches -> augmented batches -> soft Dice, validated by real picking F1.
+
+The model folder gets `config.json` at the start, `weights.pt` whenever validation
+improves, and `checkpoint.pt` plus `history.csv` after every epoch, so a run stopped by its
+time budget (or killed) leaves a usable model and can be resumed.
+"""
+
+import csv
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .augment import default_augmentation
+from .io import Coords, InputError, Tomogram, check_inside, open_tomogram, read_config, read_coords, write_config
+from .labels import LABEL_TYPES, check_diameters
+from .losses import dice_ce_loss, soft_target
+from .metrics import evaluate, scores
+from .model import DEFAULT_WIDTHS
+from .normalise import robust_stats
+from .pick import WEIGHTS_NAME, build_model, load_model, pick_tomogram, resolve_device
+from .sampling import PatchSampler, PatchSource, patch_origin
+
+CHECKPOINT_NAME = "checkpoint.pt"
+HISTORY_NAME = "history.csv"
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_precision", "val_recall", "val_f1", "seconds")
+DEFAULT_DIAMETER = 9
+BACKGROUND_FRACTION = 0.15
+MAX_VAL_PATCHES = 64
+# Settings a resumed run must share with the run that wrote the checkpoint.
+RESUME_KEYS = ("classes", "diameters", "label_type", "patch", "widths", "epochs", "batch", "lr")
+
+
+def default_train_pad(patch):
+    """Tile margin for validation picking: the reference 12 voxels for a 72-voxel patch."""
+    return round(patch / 6)
+
+
+def default_pick_pad(patch):
+    """Tile margin stored for picking: the reference 18 voxels for a 72-voxel patch."""
+    return round(patch / 4)
+
+
+def class_order(coords_list, classes=None):
+    """`classes` when given (every annotated class must be among them), else the sorted
+    unique class names of the annotations."""
+    found = sorted({str(name) for coords in coords_list for name in coords.names})
+    if not classes:
+        if not found:
+            raise InputError("the coordinate files hold no particles")
+        return found
+    classes = [str(name) for name in classes]
+    if len(set(classes)) != len(classes):
+        raise InputError(f"--classes lists a class twice: {','.join(classes)}")
+    unknown = [name for name in found if name not in classes]
+    if unknown:
+        raise InputError(f"annotations use class(es) {', '.join(unknown)} missing from --classes {','.join(classes)}")
+    return classes
+
+
+def expand_diameters(diameters, n_classes, default=DEFAULT_DIAMETER):
+    """One diameter per class: none given -> default, one -> for every class."""
+    diameters = [default] if not diameters else list(diameters)
+    if len(diameters) == 1:
+        diameters = diameters * n_classes
+    if len(diameters) != n_classes:
+        raise InputError(f"give one diameter or one per class ({n_classes}), got {len(diameters)}")
+    return check_diameters(diameters)
+
+
+def pair_by_stem(tomo_paths, coord_paths, what="--coords"):
+    """(Tomogram, Coords) per tomogram, its coordinates being the file with the same stem."""
+    by_stem = {}
+    for path in coord_paths:
+        if Path(path).stem in by_stem:
+            raise InputError(f"two coordinate files for tomogram {Path(path).stem}")
+        by_stem[Path(path).stem] = path
+    pairs = []
+    for path in tomo_paths:
+        tomogram = open_tomogram(path)
+        if tomogram.stem not in by_stem:
+            raise InputError(f"no {what} file named {tomogram.stem}.csv for tomogram {path}")
+        coords_path = by_stem.pop(tomogram.stem)
+        coords = read_coords(coords_path)
+        check_inside(coords.xyz, tomogram.data.shape, coords_path)
+        pairs.append((tomogram, coords))
+    if by_stem:
+        raise InputError(f"{what} file(s) without a tomogram: {', '.join(str(p) for p in by_stem.values())}")
+    return pairs
+
+
+def validation_block(shape, zyx, fraction, patch):
+    """(axis, start): the particles with zyx[:, axis] >= start are held out.
+
+    When only training tomograms are given, validation uses a block at the high end of the
+    longest in-plane axis. A random particle split would not do: held-out particles would
+    sit unlabelled inside training patches, teaching the network that they are background,
+    and validation would score particles whose surroundings were trained on. Training
+    patches therefore stay below `start`."""
+    axis = 1 if shape[1] > shape[2] else 2
+    n_val = max(1, round(fraction * len(zyx)))
+    values = np.sort(zyx[:, axis])
+    if n_val >= len(values):
+        raise InputError(f"{len(values)} particles are too few to hold out {fraction:g} of them for validation; "
+                         f"annotate more or give --val-tomos/--val-coords")
+    start = int(math.floor((values[-n_val - 1] + values[-n_val]) / 2)) + 1
+    if start < patch:
+        raise InputError(f"the validation block (the last {shape[axis] - start} voxels along "
+                         f"{'zyx'[axis]}) leaves less than one {patch}-voxel patch for training; "
+                         f"give --val-tomos/--val-coords, a smaller --val-fraction or a smaller --patch")
+    return axis, start
+
+
+@dataclass
+class ValidationSet:
+    """A region picked during validation and the annotations scored there. Only
+    predictions and annotations with coordinate `axis` >= `keep_from` count, so particles
+    cut by a block face are not scored (both None: the whole tomogram counts)."""
+    tomogram: Tomogram
+    offset_zyx: np.ndarray
+    truth_xyz: np.ndarray
+    truth_names: np.ndarray
+    axis: int = None
+    keep_from: float = None
+
+    def kept(self, xyz):
+        if self.axis is None:
+            return np.ones(len(xyz), dtype=bool)
+        return xyz[:, 2 - self.axis] >= self.keep_from
+
+
+def _autocast_dtype(device):
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _rng_state(rng, generator):
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "augment": generator.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state, rng, generator):
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["augment"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_history(path, history):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(HISTORY_COLUMNS)
+        for row in history:
+            writer.writerow([row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:]])
+
+
+def _save_atomically(obj, path):
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler, scaler,
+                 device, amp_dtype, n_channels, ce_weight):
+    model.train()
+    total, count = 0.0, 0
+    for image, label in sampler.batches(plan, batch):
+        image, label = augmentation(image.to(device), label.to(device), generator)
+        target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
+        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+            logits = model(image)
+        loss = dice_ce_loss(logits, target, ce_weight)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += loss.item() * len(image)
+        count += len(image)
+    return total / count
+
+
+def _validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels):
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for image, label in sampler.batches(plan, batch):
+            image, label = image.to(device), label.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+                logits = model(image)
+            target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
+            total += dice_ce_loss(logits, target).item() * len(image)
+            count += len(image)
+    return total / count
+
+
+def _validation_scores(model, config, val_sets, pad, batch, device):
+    """Class-aware precision, recall, F1 of picking the validation regions, micro-averaged."""
+    tp = fp = fn = 0
+    tolerance = {name: diameter / 4 for name, diameter in zip(config["classes"], config["diameters"])}
+    for val in val_sets:
+        predicted = pick_tomogram(model, config, val.tomogram, pad=pad, batch=batch, device=device)
+        predicted.xyz += val.offset_zyx[::-1]
+        predicted = predicted.subset(val.kept(predicted.xyz))
+        kept = val.kept(val.truth_xyz)
+        truth = Coords(val.truth_names[kept], val.truth_xyz[kept], None)
+        result = evaluate(predicted, truth, tolerance)
+        for counts in result["classes"].values():
+            tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
+    micro = scores(tp, fp, fn)
+    return micro["precision"], micro["recall"], micro["f1"]
+
+
+def _prepare_data(pairs, val_pairs, classes, val_fraction, patch, face_margin):
+    """Training sources, validation sources (for the Dice loss) and validation sets."""
+    index = {name: i + 1 for i, name in enumerate(classes)}
+    sources, val_sources, val_sets = [], [], []
+    for tomogram, coords in pairs:
+        shape = tomogram.data.shape
+        if min(shape) < patch:
+            raise InputError(f"{tomogram.path}: shape {shape} is smaller than the {patch}-voxel training patch; "
+                             f"give a smaller --patch")
+        zyx = coords.xyz[:, ::-1].copy()
+        class_ids = np.array([index[name] for name in coords.names], dtype=np.int64)
+        centre, scale = robust_stats(tomogram.data, name=str(tomogram.path))
+        if val_pairs:
+            trainable, limit = np.ones(len(zyx), dtype=bool), shape
+        else:
+            axis, start = validation_block(shape, zyx, val_fraction, patch)
+            trainable = zyx[:, axis] < start
+            limit = tuple(start if a == axis else shape[a] for a in range(3))
+            # Pick with some real context before the block face, but score only beyond it.
+            view_start = max(0, start - patch // 2)
+            view = tuple(slice(view_start, None) if a == axis else slice(None) for a in range(3))
+            offset = np.array([view_start if a == axis else 0 for a in range(3)])
+            val_sets.append(ValidationSet(
+                Tomogram(tomogram.path, tomogram.stem, tomogram.data[view], tomogram.voxel_size),
+                offset, coords.xyz, coords.names, axis, start + face_margin))
+            val_sources.append(PatchSource(tomogram.data, centre, scale, zyx, class_ids, ~trainable, shape))
+        sources.append(PatchSource(tomogram.data, centre, scale, zyx, class_ids, trainable, limit))
+    for tomogram, coords in val_pairs:
+        if min(tomogram.data.shape) < patch:
+            raise InputError(f"{tomogram.path}: shape {tomogram.data.shape} is smaller than the "
+                             f"{patch}-voxel patch; give a smaller --patch")
+        unknown = sorted(set(coords.names) - set(classes))
+        if unknown:
+            raise InputError(f"validation coordinates use class(es) {', '.join(unknown)} not in the training classes")
+        zyx = coords.xyz[:, ::-1].copy()
+        class_ids = np.array([index[name] for name in coords.names], dtype=np.int64)
+        centre, scale = robust_stats(tomogram.data, name=str(tomogram.path))
+        val_sources.append(PatchSource(tomogram.data, centre, scale, zyx, class_ids,
+                                       np.ones(len(zyx), dtype=bool), tomogram.data.shape))
+        val_sets.append(ValidationSet(tomogram, np.zeros(3), coords.xyz, coords.names))
+    return sources, val_sources, val_sets
+
+
+def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, diameters=None,
+          label_type="tball", classes=None, epochs=60, max_minutes=None, patch=72, pad=None, batch=8,
+          lr=1e-3, seed=0, device="auto", resume=False, init_model=None, widths=DEFAULT_WIDTHS,
+          ce_weight=0.0, log=print):
+    """Train a picking model into the folder `out`; returns a summary dict."""
+    started = time.monotonic()
+    out = Path(out)
+    if label_type not in LABEL_TYPES:
+        raise InputError(f"unknown label type {label_type!r}; choose one of {', '.join(LABEL_TYPES)}")
+    if patch < 16 or patch % 8:
+        raise InputError(f"the patch size must be a multiple of 8 and at least 16, got {patch}")
+    pad = default_train_pad(patch) if pad is None else pad
+    if not 0 <= 2 * pad < patch:
+        raise InputError(f"pad must satisfy 0 <= 2*pad < patch; got pad {pad} with patch {patch}")
+    if epochs < 1 or batch < 1 or not lr > 0:
+        raise InputError("--epochs and --batch must be at least 1 and --lr positive")
+    if not 0 < val_fraction < 1:
+        raise InputError(f"--val-fraction must lie between 0 and 1, got {val_fraction}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise InputError(f"--max-minutes must be positive, got {max_minutes}")
+    if bool(val_tomos) != bool(val_coords):
+        raise InputError("give both --val-tomos and --val-coords, or neither")
+    device = resolve_device(device)
+
+    pairs = pair_by_stem(tomos, coords)
+    val_pairs = pair_by_stem(val_tomos, val_coords, "--val-coords") if val_tomos else []
+    classes = class_order([c for _, c in pairs], classes)
+    diameters = expand_diameters(diameters, len(classes))
+    voxel_sizes = [t.voxel_size for t, _ in pairs + val_pairs]
+    if max(voxel_sizes) > 1.02 * min(voxel_sizes):
+        raise InputError(f"all tomograms must share one voxel size; found {sorted(set(voxel_sizes))} Å")
+
+    torch.manual_seed(seed)
+    if init_model:
+        model, init_config = load_model(init_model, device)
+        if list(init_config["classes"]) != classes:
+            raise InputError(f"--init-model {init_model} was trained for classes {','.join(init_config['classes'])}, "
+                             f"these annotations have {','.join(classes)}")
+        widths = init_config["widths"]
+    config = {
+        "format": 1, "classes": classes, "diameters": diameters, "label_type": label_type,
+        "voxel_size": voxel_sizes[0], "patch": patch, "pad": default_pick_pad(patch),
+        "widths": [int(w) for w in widths], "coordconv": True, "pyramid": True,
+        "normalisation": "robust-standardise", "version": __version__,
+        "training": {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "pad": pad,
+                     "val_fraction": None if val_pairs else val_fraction, "ce_weight": ce_weight,
+                     "tomograms": [str(t.path) for t, _ in pairs], "init_model": str(init_model or "")},
+    }
+    if not init_model:
+        model = build_model(config).to(device)
+
+    sources, val_sources, val_sets = _prepare_data(pairs, val_pairs, classes, val_fraction, patch,
+                                                   face_margin=max(diameters) / 4)
+    sampler = PatchSampler(sources, diameters, label_type, patch, BACKGROUND_FRACTION)
+    if sampler.n_patches == 0:
+        raise InputError("no particle is left for training")
+    val_sampler = PatchSampler(val_sources, diameters, label_type, patch, 0.0)
+    val_plan = [(i, patch_origin(c, patch, s.limit_zyx)) for i, s in enumerate(val_sources)
+                for c in s.centres_zyx[s.trainable]][:MAX_VAL_PATCHES]
+    if not val_plan:
+        raise InputError("the validation coordinates hold no particles")
+
+    steps_per_epoch = math.ceil(sampler.n_patches / batch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    amp_dtype = _autocast_dtype(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    augmentation = default_augmentation()
+    history, best, first_epoch = [], None, 0
+
+    checkpoint_path = out / CHECKPOINT_NAME
+    if resume:
+        if not checkpoint_path.is_file():
+            raise InputError(f"--resume: no {CHECKPOINT_NAME} in {out}")
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        saved = {**checkpoint["config"], **checkpoint["config"]["training"]}
+        current = {**config, **config["training"]}
+        changed = [key for key in RESUME_KEYS if saved[key] != current[key]]
+        if changed:
+            raise InputError(f"--resume: {', '.join(changed)} differ from the checkpointed run in {out}")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        _set_rng_state(checkpoint["rng"], rng, generator)
+        history, best, first_epoch = checkpoint["history"], checkpoint["best"], checkpoint["epoch"]
+        log(f"resuming {out} after epoch {first_epoch}/{epochs}")
+    write_config(out, config)
+
+    budget = None if max_minutes is None else 60.0 * max_minutes
+    stopped_by_budget = False
+    n_particles = sum(int(s.trainable.sum()) for s in sources)
+    if not resume:
+        log(f"training on {n_particles} particles ({', '.join(classes)}) + {sampler.n_background} background "
+            f"patches per epoch, validating on {len(val_sets)} region(s), device {device}")
+    for epoch in range(first_epoch, epochs):
+        epoch_started = time.monotonic()
+        plan = sampler.epoch_plan(rng)
+        train_loss = _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler,
+                                  scaler, device, amp_dtype, len(classes) + 1, ce_weight)
+        val_loss = _validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, len(classes) + 1)
+        precision, recall, f1 = _validation_scores(model, config, val_sets, pad, batch, device)
+        seconds = time.monotonic() - epoch_started
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                        "val_precision": precision, "val_recall": recall, "val_f1": f1, "seconds": seconds})
+        score = (f1, -val_loss)
+        if best is None or score > tuple(best):
+            best = score
+            _save_atomically(model.state_dict(), out / WEIGHTS_NAME)
+        _save_atomically({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                          "epoch": epoch + 1, "best": best, "history": history, "config": config,
+                          "rng": _rng_state(rng, generator)}, checkpoint_path)
+        _write_history(out / HISTORY_NAME, history)
+        log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {f1:.3f} ({seconds:.1f} s)")
+        elapsed = time.monotonic() - started
+        if budget is not None and epoch + 1 < epochs and elapsed + seconds > budget:
+            stopped_by_budget = True
+            log(f"time budget of {max_minutes:g} min reached after epoch {epoch + 1}; stopping")
+            break
+    best_row = max(history, key=lambda row: (row["val_f1"], -row["val_loss"])) if history else None
+    if best_row:
+        log(f"best val_f1 {best_row['val_f1']:.3f} at epoch {best_row['epoch']}; model in {out}")
+    return {"epochs_done": len(history), "stopped_by_budget": stopped_by_budget,
+            "best_epoch": best_row and best_row["epoch"], "best_f1": best_row and best_row["val_f1"]}

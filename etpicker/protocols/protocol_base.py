@@ -1,0 +1,103 @@
+"""What etpicker's protocols share: GPU settings, running the core, input checks."""
+import shlex
+
+from pwem.protocols import EMProtocol
+from pyworkflow.protocol import params
+from tomo.protocols import ProtTomoBase
+
+from .. import Plugin
+from ..constants import VOXEL_SIZE_TOLERANCE
+
+
+class EtPickerProtBase(EMProtocol, ProtTomoBase):
+    """Base of etpicker's protocols (not listed in the GUI: it has no _label)."""
+
+    def _defineGpuParams(self, form):
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
+                       label="Use GPU",
+                       help="Run the network on a GPU when one is available (the core "
+                            "falls back to the CPU otherwise). No: always the CPU.")
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
+                       label="GPU IDs",
+                       help="GPU to use (the first one listed is used), e.g. 0.")
+
+    def _useGpu(self):
+        return bool(self.getAttributeValue(params.USE_GPU, False))
+
+    def _deviceArg(self):
+        # Under CUDA_VISIBLE_DEVICES the chosen GPU is the core's first device.
+        return "--device %s" % ("auto" if self._useGpu() else "cpu")
+
+    def _runCore(self, subcommand, *args):
+        """Run ``python -m etpicker.core subcommand args`` (already quoted strings)."""
+        Plugin.runCore(self, " ".join((subcommand,) + args), gpus=self._useGpu())
+
+    # --------------------------- checks shared by _validate -------------------
+    @staticmethod
+    def _emptySetErrors(sets, what):
+        return ["The input %s %s is empty." % (what, s.getObjLabel() or s.getNameId())
+                for s in sets if s is not None and s.getSize() == 0]
+
+    @staticmethod
+    def _modelErrors(model):
+        missing = model.missingFiles()
+        if missing:
+            return ["The model folder %s is missing %s: train a model or import a "
+                    "complete model folder." % (model.getPath(), ", ".join(missing))]
+        return []
+
+    @staticmethod
+    def _voxelSizeErrors(tomograms, model):
+        voxelSize, samplingRate = model.getVoxelSize(), tomograms.getSamplingRate()
+        if abs(samplingRate - voxelSize) > VOXEL_SIZE_TOLERANCE * voxelSize:
+            return ["The tomograms are at %.3f Å/voxel but the model was trained at "
+                    "%.3f Å/voxel: rescale (bin) the tomograms to %.3f Å/voxel, or "
+                    "train a model on tomograms at %.3f Å/voxel."
+                    % (samplingRate, voxelSize, voxelSize, samplingRate)]
+        return []
+
+
+def quote(value):
+    """One shell-safe command-line word."""
+    return shlex.quote(str(value))
+
+
+def quoteAll(values):
+    return " ".join(quote(v) for v in values)
+
+
+def parseDiameters(text):
+    """Diameters (Å) typed as "120" or "120, 90"; [] when empty."""
+    parts = [p for p in (text or "").replace(",", " ").split() if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError("Diameters must be numbers in Å, e.g. 120 or 120, 90; got '%s'."
+                         % text)
+    if any(v <= 0 for v in values):
+        raise ValueError("Diameters must be positive (Å); got '%s'." % text)
+    return values
+
+
+def diameterErrors(text, nClasses, samplingRate):
+    """_validate messages for a diameters field (Å)."""
+    try:
+        values = parseDiameters(text)
+    except ValueError as error:
+        return [str(error)]
+    if len(values) not in (0, 1, nClasses):
+        return ["Give one diameter for all classes or one per class (%d); got %d."
+                % (nClasses, len(values))]
+    tooSmall = [v for v in values if v / samplingRate < 3]
+    if tooSmall:
+        return ["A diameter of %g Å is under 3 voxels at %.3f Å/voxel: the weak labels "
+                "would be too small to learn from." % (tooSmall[0], samplingRate)]
+    return []
+
+
+def diameterArgs(text, samplingRate):
+    """``--diameter`` for the core, in whole voxels; '' keeps the core's default."""
+    values = parseDiameters(text)
+    if not values:
+        return ""
+    return "--diameter %s" % ",".join(str(max(1, round(v / samplingRate))) for v in values)

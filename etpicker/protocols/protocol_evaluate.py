@@ -1,0 +1,259 @@
+"""Evaluate: picked coordinates against reference coordinates -> TP/FP/FN, P/R/F1."""
+import csv
+import json
+import os
+
+import numpy as np
+from pyworkflow.protocol import params
+
+from .. import convert
+from ..core import io, metrics  # torch-free parts of the core
+from .protocol_base import EtPickerProtBase
+
+EVALUATION_JSON = "evaluation.json"
+EVALUATION_TABLE = "evaluation.csv"
+THRESHOLD_CURVE = "threshold_curve.csv"
+COUNTS = ("tp", "fp", "fn")
+RATIOS = ("precision", "recall", "f1")
+TABLE_COLUMNS = ("class",) + COUNTS + RATIOS
+CURVE_COLUMNS = ("class", "threshold") + COUNTS + RATIOS
+ALL = "all"  # the class-agnostic entry of an evaluation (docs/DESIGN.md)
+
+
+def evaluateTomograms(pairs, tolerance):
+    """The core's ``metrics.evaluate`` over several tomograms: TP/FP/FN summed per class
+    and for all classes, then precision/recall/F1 from the sums (the same layout).
+
+    pairs: [(picks, reference)] core Coords of the same tomogram; tolerance in voxels.
+    """
+    totals = {}
+    for picks, reference in pairs:
+        result = metrics.evaluate(picks, reference, tolerance)
+        for name, counts in list(result["classes"].items()) + [(ALL, result[ALL])]:
+            summed = totals.setdefault(name, [0, 0, 0])
+            for i, key in enumerate(COUNTS):
+                summed[i] += counts[key]
+    overall = metrics.scores(*totals.pop(ALL, (0, 0, 0)))
+    return {"classes": {name: metrics.scores(*counts) for name, counts in sorted(totals.items())},
+            ALL: overall, "tolerance": tolerance}
+
+
+def thresholdCurve(pairs, tolerance, nThresholds=40):
+    """Precision, recall and F1 against the minimum score kept.
+
+    pairs: [(picks, reference)] core Coords of the same tomogram, the picks with scores.
+    Returns {class name or 'all': {'threshold', 'tp', ..., 'f1': arrays}}.
+    """
+    scores = np.concatenate([picks.score for picks, _ in pairs if len(picks)] or [[]])
+    if scores.size == 0:
+        raise ValueError("no scored picks to draw a threshold curve from")
+    # Actual scores as thresholds, so every point of the curve is a reachable cut.
+    thresholds = np.unique(np.quantile(scores, np.linspace(0, 1, nThresholds), method="lower"))
+    names = sorted({str(n) for _, reference in pairs for n in reference.names}) + [ALL]
+    curve = {name: {k: [] for k in CURVE_COLUMNS[1:]} for name in names}
+    for threshold in thresholds:
+        result = evaluateTomograms([(picks.subset(picks.score >= threshold), reference)
+                                    for picks, reference in pairs], tolerance)
+        for name in names:
+            values = result[ALL] if name == ALL else result["classes"][name]
+            curve[name]["threshold"].append(threshold)
+            for key in COUNTS + RATIOS:
+                curve[name][key].append(values[key])
+    return {name: {k: np.array(v) for k, v in table.items()} for name, table in curve.items()}
+
+
+def writeCurve(path, curve):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CURVE_COLUMNS)
+        for name, table in curve.items():
+            for i, threshold in enumerate(table["threshold"]):
+                writer.writerow([name, "%.6g" % threshold] +
+                                [int(table[k][i]) for k in COUNTS] +
+                                ["%.6f" % table[k][i] for k in RATIOS])
+
+
+def readCurve(path):
+    """A curve written by ``writeCurve``: {class name: {column: array}}."""
+    curve = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            table = curve.setdefault(row["class"], {k: [] for k in CURVE_COLUMNS[1:]})
+            for key in CURVE_COLUMNS[1:]:
+                table[key].append(float(row[key]))
+    return {name: {k: np.array(v) for k, v in table.items()} for name, table in curve.items()}
+
+
+def scoredPositions(coordSet):
+    """``{tsId: (positions, scores)}`` of a set: BOTTOM_LEFT_CORNER voxels at the set's
+    sampling rate, and the scores (None where a coordinate has none)."""
+    positions = convert.readCoordinates(coordSet)
+    scores = {}
+    # A second flat pass in the same order: readCoordinates keeps positions only.
+    for coord in coordSet.iterItems(orderBy="id"):
+        scores.setdefault(coord.getTomoId(), []).append(coord.getScore())
+    return {tsId: (positions[tsId], scores[tsId]) for tsId in positions}
+
+
+def coordsPerTomogram(namedSets, tomograms):
+    """Core ``Coords`` per tsId of ``tomograms``, in voxels of each tomogram.
+
+    namedSets: [(class name, SetOfCoordinates3D)]. Scores are kept when every
+    coordinate has one; tomograms without coordinates get empty Coords.
+    """
+    perClass = [(name, coordSet.getSamplingRate(), scoredPositions(coordSet))
+                for name, coordSet in namedSets]
+    result = {}
+    for tomo in tomograms:
+        tsId = tomo.getTsId()
+        names, xyz, scores = [], [], []
+        for name, coordRate, byTomogram in perClass:
+            positions, classScores = byTomogram.get(tsId, ([], []))
+            scale = coordRate / tomo.getSamplingRate()
+            names += [name] * len(positions)
+            xyz += [[v * scale for v in position] for position in positions]
+            scores += classScores
+        hasScores = all(s is not None for s in scores)
+        result[tsId] = io.Coords(np.array(names, dtype=str), np.array(xyz, float).reshape(-1, 3),
+                                 np.array(scores, float) if hasScores else None)
+    return result
+
+
+class EtPickerProtEvaluate(EtPickerProtBase):
+    """Compares picked coordinates with reference coordinates of the same tomograms.
+
+    The i-th picked set is compared with the i-th reference set (one set per class,
+    the class named after the reference set). A pick is a true positive when it is
+    matched one-to-one to a reference particle of its class within the tolerance.
+    Gives TP/FP/FN, precision, recall and F1 per class and for all classes together
+    (localisation: class ignored), kept in extra/evaluation.csv and evaluation.json,
+    and precision/recall against the score threshold in extra/threshold_curve.csv.
+    """
+    _label = "evaluate picks"
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputPicks", params.MultiPointerParam,
+                      pointerClass="SetOfCoordinates3D", important=True,
+                      label="Picked coordinates (one set per class)",
+                      help="Usually the outputs of etpicker's pick protocol, in the same "
+                           "order as the reference sets.")
+        form.addParam("inputReference", params.MultiPointerParam,
+                      pointerClass="SetOfCoordinates3D", important=True,
+                      label="Reference coordinates (one set per class)",
+                      help="The true particle positions (e.g. manual annotations) on the "
+                           "same tomograms; each set is one class, named after its label.")
+        form.addParam("tolerance", params.FloatParam, default=40.0,
+                      label="Tolerance (Å)",
+                      help="A pick matches a reference particle when their centres are at "
+                           "most this far apart (Å; converted to voxels with the tomograms' "
+                           "sampling rate). A common choice is half the particle radius.")
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.evaluateStep, needsGPU=False)
+
+    # --------------------------- STEPS ---------------------------------------
+    def evaluateStep(self):
+        picks, reference = self._coordsPerTomogram()
+        for folder, coords in (("picks", picks), ("reference", reference)):
+            os.makedirs(self._getExtraPath(folder), exist_ok=True)
+            for tsId, tomoCoords in coords.items():
+                io.write_coords(self._getExtraPath(folder, "%s.csv" % tsId), tomoCoords)
+        pairs = [(picks[tsId], reference[tsId]) for tsId in reference]
+        result = evaluateTomograms(pairs, self._toleranceVoxels())
+        with open(self._getExtraPath(EVALUATION_JSON), "w") as handle:
+            json.dump(result, handle, indent=2)
+        self._writeTable(result)
+        if all(p.score is not None and len(p) for p, _ in pairs):
+            writeCurve(self._getExtraPath(THRESHOLD_CURVE),
+                       thresholdCurve(pairs, self._toleranceVoxels()))
+        overall = result[ALL]
+        self.info("F1=%.4f (precision %.4f, recall %.4f; TP %d, FP %d, FN %d)"
+                  % (overall["f1"], overall["precision"], overall["recall"],
+                     overall["tp"], overall["fp"], overall["fn"]))
+
+    # --------------------------- UTILS ---------------------------------------
+    def classNames(self):
+        return convert.classNames(list(self.inputReference))
+
+    def tomograms(self):
+        """The reference's tomograms, on which the picks are evaluated."""
+        return convert.tomogramsList(self.inputReference[0].get().getPrecedents())
+
+    def namedSets(self):
+        """([(class, picked set)], [(class, reference set)]), paired by position."""
+        names = self.classNames()
+        return (list(zip(names, [p.get() for p in self.inputPicks])),
+                list(zip(names, [p.get() for p in self.inputReference])))
+
+    def _coordsPerTomogram(self):
+        tomograms = self.tomograms()
+        picked, reference = self.namedSets()
+        return coordsPerTomogram(picked, tomograms), coordsPerTomogram(reference, tomograms)
+
+    def _toleranceVoxels(self):
+        return self.tolerance.get() / self.inputReference[0].get().getPrecedents().getSamplingRate()
+
+    def _writeTable(self, result):
+        rows = [(name, values) for name, values in result["classes"].items()]
+        rows.append((ALL, result[ALL]))
+        with open(self._getExtraPath(EVALUATION_TABLE), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(TABLE_COLUMNS)
+            for name, values in rows:
+                writer.writerow([name] + [values[k] for k in COUNTS] +
+                                ["%.4f" % values[k] for k in RATIOS])
+
+    def result(self):
+        """The evaluation as in the core's ``evaluate --json``; None before it ran."""
+        path = self._getExtraPath(EVALUATION_JSON)
+        if not os.path.exists(path):
+            return None
+        with open(path) as handle:
+            return json.load(handle)
+
+    def curveFile(self):
+        """The precision/recall-against-threshold table; None when picks had no scores."""
+        path = self._getExtraPath(THRESHOLD_CURVE)
+        return path if os.path.exists(path) else None
+
+    # --------------------------- INFO ----------------------------------------
+    def _validate(self):
+        picks = [p.get() for p in self.inputPicks]
+        reference = [p.get() for p in self.inputReference]
+        errors = self._emptySetErrors(reference, "reference coordinates")
+        if not reference:
+            errors.append("Choose the reference coordinates (one set per class).")
+        elif len(picks) != len(reference):
+            errors.append("Give as many picked sets as reference sets (one per class, in the "
+                          "same order): %d picked, %d reference." % (len(picks), len(reference)))
+        if self.tolerance.get() is None or self.tolerance.get() <= 0:
+            errors.append("The tolerance must be a positive distance in Å.")
+        if errors:
+            return errors
+        referenceIds = set(reference[0].getPrecedents().getTSIds())
+        for coordSet in picks:
+            unknown = set(coordSet.getTSIds()) - referenceIds
+            if unknown:
+                errors.append("Picks of %s are on tomograms without reference: %s. Evaluate "
+                              "picks and reference of the same tomograms."
+                              % (coordSet.getObjLabel() or coordSet.getNameId(),
+                                 ", ".join(sorted(unknown))))
+        return errors
+
+    def _summary(self):
+        result = self.result()
+        if result is None:
+            return ["Not evaluated yet (tolerance %g Å)." % self.tolerance.get()]
+        summary = ["Tolerance %g Å (%.2f voxels)." % (self.tolerance.get(),
+                                                      self._toleranceVoxels())]
+        rows = list(result["classes"].items()) + [("all classes (localisation)", result[ALL])]
+        for name, v in rows:
+            summary.append("%s: precision %.3f, recall %.3f, *F1 %.3f* (TP %d, FP %d, FN %d)"
+                           % (name, v["precision"], v["recall"], v["f1"],
+                              v["tp"], v["fp"], v["fn"]))
+        return summary
+
+    def _methods(self):
+        return ["Picks were compared with reference coordinates by one-to-one matching "
+                "within %g Å (etpicker evaluate)." % self.tolerance.get()]

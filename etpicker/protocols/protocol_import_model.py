@@ -1,0 +1,62 @@
+"""Import model: an existing etpicker model folder -> EtPickerModel."""
+import os
+import shutil
+
+from pyworkflow.protocol import params
+
+from .. import convert
+from ..constants import OUTPUT_MODEL, MODEL_CONFIG, MODEL_WEIGHTS
+from ..objects import EtPickerModel
+from .protocol_base import EtPickerProtBase
+
+REQUIRED_CONFIG_KEYS = ("classes", "diameters", "voxel_size")
+
+
+class EtPickerProtImportModel(EtPickerProtBase):
+    """Imports a trained etpicker model folder (config.json + weights.pt) into the
+    project, e.g. a model trained in another project or shared by a colleague."""
+    _label = "import model"
+    _possibleOutputs = {OUTPUT_MODEL: EtPickerModel}
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("modelDir", params.PathParam, important=True,
+                      label="Model folder",
+                      help="Folder with %s and %s (history.csv is kept when present). "
+                           "It is copied into the project." % (MODEL_CONFIG, MODEL_WEIGHTS))
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.importStep)
+
+    def importStep(self):
+        target = self._getExtraPath("model")
+        shutil.copytree(self.modelDir.get(), target, dirs_exist_ok=True)
+        model = EtPickerModel()
+        model.setFromConfig(target, convert.readModelConfig(target))
+        self._defineOutputs(**{OUTPUT_MODEL: model})
+
+    def _validate(self):
+        folder = self.modelDir.get() or ""
+        if not os.path.isdir(folder):
+            return ["The model folder '%s' does not exist." % folder]
+        missing = [f for f in (MODEL_CONFIG, MODEL_WEIGHTS)
+                   if not os.path.exists(os.path.join(folder, f))]
+        if missing:
+            return ["The model folder %s is missing %s: it is not an etpicker model."
+                    % (folder, ", ".join(missing))]
+        try:
+            config = convert.readModelConfig(folder)
+        except ValueError as error:
+            return ["%s in %s is not valid JSON (%s)." % (MODEL_CONFIG, folder, error)]
+        absent = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+        if absent:
+            return ["%s in %s lacks %s." % (MODEL_CONFIG, folder, ", ".join(absent))]
+        return []
+
+    def _summary(self):
+        if self.hasAttribute(OUTPUT_MODEL):
+            return ["Imported from %s: %s" % (self.modelDir.get(), getattr(self, OUTPUT_MODEL))]
+        return ["Model folder: %s" % self.modelDir.get()]
+
+    def _methods(self):
+        return ["A trained etpicker model [Liu2024] was imported."]

@@ -1,0 +1,201 @@
+"""Pick: tomograms + an etpicker model -> one SetOfCoordinates3D per class."""
+import os
+
+from pyworkflow.object import Set
+from pyworkflow.protocol import params, STEPS_PARALLEL
+
+from .. import convert
+from ..constants import OUTPUT_COORDINATES_PREFIX
+from .protocol_base import EtPickerProtBase, quote
+
+
+class EtPickerProtPick(EtPickerProtBase):
+    """Picks particles with a trained etpicker model.
+
+    One step per tomogram (they can run in parallel with Scipion threads); each
+    tomogram's picks are added to the outputs as soon as it is done. A tomogram
+    that fails is reported in the log and the summary, and the others' picks stay.
+    Outputs: one set of coordinates per class, named outputCoordinates_<class>,
+    with the class index (1-based) in groupId and the MP-NMS score in _score.
+    """
+    _label = "pick"
+
+    def __init__(self, **kwargs):
+        EtPickerProtBase.__init__(self, **kwargs)
+        self.stepsExecutionMode = STEPS_PARALLEL
+
+    def _defineParams(self, form):
+        self._defineGpuParams(form)
+        form.addSection(label="Input")
+        form.addParam("inputTomograms", params.PointerParam, pointerClass="SetOfTomograms",
+                      important=True, label="Tomograms",
+                      help="Tomograms at the model's voxel size (Å/voxel).")
+        form.addParam("inputModel", params.PointerParam, pointerClass="EtPickerModel",
+                      important=True, label="Model",
+                      help="A model from etpicker's train or import model protocols.")
+        form.addParam("boxSize", params.FloatParam, allowsNull=True,
+                      label="Box size (Å) (optional)",
+                      help="Box size of the output coordinates in Å (stored in voxels of "
+                           "the tomograms). Empty: the model's largest label diameter.")
+
+        form.addSection(label="Picking")
+        form.addParam("threshold", params.FloatParam, default=0.5,
+                      label="Segmentation threshold",
+                      help="Probability (0-1) above which a voxel belongs to a class.")
+        form.addParam("minScore", params.FloatParam, allowsNull=True,
+                      label="Minimum score (optional)",
+                      help="Drop picks with an MP-NMS score below this (the score grows "
+                           "with the segmented volume). Empty: the core's default.")
+        form.addParam("minDistance", params.FloatParam, allowsNull=True,
+                      label="Minimum distance (voxels) (optional)",
+                      help="Of two picks closer than this, keep the higher score. "
+                           "Empty: the core's default (from the label diameters).")
+        form.addParam("pad", params.IntParam, allowsNull=True,
+                      label="Tile padding (voxels) (optional)",
+                      help="Border of each tile discarded (tiles overlap by twice this). "
+                           "Empty: the model's default (1/4 of its patch size).")
+        form.addParam("batch", params.IntParam, default=4, label="Batch size (tiles)")
+        form.addParallelSection(threads=1, mpi=0)
+
+    def _insertAllSteps(self):
+        tsIds = [tomo.getTsId() for tomo in convert.tomogramsList(self.inputTomograms.get())]
+        pickSteps = [self._insertFunctionStep(self.pickStep, tsId, prerequisites=[])
+                     for tsId in tsIds]
+        self._insertFunctionStep(self.closeOutputStep, prerequisites=pickSteps,
+                                 needsGPU=False)
+
+    # --------------------------- STEPS ---------------------------------------
+    def pickStep(self, tsId):
+        with self._lock:
+            tomo = self.inputTomograms.get()[{"_tsId": tsId}].clone()
+        model = self.inputModel.get()
+        errorFile = self._getExtraPath("logs", "%s.stderr" % tsId)
+        os.makedirs(os.path.dirname(errorFile), exist_ok=True)
+        args = ["--model", quote(model.getPath()),
+                "--tomos", quote(convert.tomogramPath(tomo, self._getExtraPath("tomos"))),
+                "--out", quote(self._picksDir()),
+                "--threshold %g --batch %d" % (self.threshold.get(), self.batch.get()),
+                self._deviceArg()]
+        if self.pad.get() is not None:
+            args.append("--pad %d" % self.pad.get())
+        if self.minScore.get() is not None:
+            args.append("--min-score %g" % self.minScore.get())
+        if self.minDistance.get() is not None:
+            args.append("--min-distance %g" % self.minDistance.get())
+        # stderr goes to a file so that a failure can be quoted in the log and summary.
+        args.append("2> %s" % quote(errorFile))
+        try:
+            self._runCore("pick", *args)
+        except Exception as error:
+            self._forwardStderr(errorFile)
+            message = self._lastLine(errorFile) or str(error)
+            with open(self._failedFile(tsId), "w") as handle:
+                handle.write(message)
+            self.error("Picking FAILED on tomogram %s (%s): %s. The other tomograms "
+                       "are picked as usual." % (tsId, tomo.getFileName(), message))
+            return
+        self._forwardStderr(errorFile)
+        with self._lock:
+            self._appendPicks(tomo, os.path.join(self._picksDir(), "%s.csv" % tsId))
+
+    def closeOutputStep(self):
+        self._closeOutputSet()
+        failed = self._failedTomograms()
+        if failed:
+            self.warning("Picking failed on %d tomogram(s): %s."
+                         % (len(failed), ", ".join(sorted(failed))))
+
+    # --------------------------- UTILS ---------------------------------------
+    def _appendPicks(self, tomo, csvPath):
+        """Add one tomogram's picks to the per-class outputs, creating them first."""
+        classNames = self.inputModel.get().getClasses()
+        outputs = [self._classOutput(name) for name in classNames]
+        counts = [0] * len(classNames)
+        for index, coord in convert.coordinatesFromCsv(csvPath, tomo, classNames):
+            outputs[index].append(coord)
+            counts[index] += 1
+        for name, output in zip(classNames, outputs):
+            created = not self.hasAttribute(self._outputName(name))
+            self._updateOutputSet(self._outputName(name), output, state=Set.STREAM_OPEN)
+            if created:
+                self._defineSourceRelation(self.inputTomograms, output)
+                self._defineSourceRelation(self.inputModel, output)
+        self.info("Tomogram %s picked: %s." % (tomo.getTsId(), ", ".join(
+            "%d %s" % (n, name) for n, name in zip(counts, classNames))))
+
+    def _classOutput(self, className):
+        name = self._outputName(className)
+        if self.hasAttribute(name):
+            output = getattr(self, name)
+            output.enableAppend()
+            return output
+        tomograms = self.inputTomograms.get()
+        output = self._createSetOfCoordinates3D(self.inputTomograms,
+                                                suffix="_" + convert.safeName(className))
+        output.setSamplingRate(tomograms.getSamplingRate())
+        output.setBoxSize(round(self._boxSizeAngstrom() / tomograms.getSamplingRate()))
+        output.setStreamState(Set.STREAM_OPEN)
+        return output
+
+    @staticmethod
+    def _outputName(className):
+        return OUTPUT_COORDINATES_PREFIX + convert.safeName(className)
+
+    def _boxSizeAngstrom(self):
+        if self.boxSize.get():
+            return self.boxSize.get()
+        model = self.inputModel.get()
+        return max(model.getDiameters()) * model.getVoxelSize()
+
+    def _picksDir(self):
+        return self._getExtraPath("picks")
+
+    def _failedFile(self, tsId):
+        return self._getExtraPath("logs", "%s.failed" % tsId)
+
+    def _failedTomograms(self):
+        logs = self._getExtraPath("logs")
+        if not os.path.isdir(logs):
+            return {}
+        return {f[:-len(".failed")]: self._lastLine(os.path.join(logs, f))
+                for f in os.listdir(logs) if f.endswith(".failed")}
+
+    def _forwardStderr(self, path):
+        """Copy the core's stderr (kept in a file) into the run's log."""
+        with open(path) as handle:
+            text = handle.read().strip()
+        if text:
+            self.warning(text)
+
+    @staticmethod
+    def _lastLine(path):
+        if not os.path.exists(path):
+            return ""
+        with open(path) as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+        return lines[-1] if lines else ""
+
+    # --------------------------- INFO ----------------------------------------
+    def _validate(self):
+        tomograms, model = self.inputTomograms.get(), self.inputModel.get()
+        errors = self._emptySetErrors([tomograms], "tomograms")
+        if model is not None:
+            errors += self._modelErrors(model)
+            if tomograms is not None and not errors:
+                errors += self._voxelSizeErrors(tomograms, model)
+        if self.boxSize.get() is not None and self.boxSize.get() <= 0:
+            errors.append("The box size must be positive (Å).")
+        return errors
+
+    def _summary(self):
+        summary = []
+        for name, output in self.iterOutputAttributes():
+            summary.append("%s: %d particles (class %s)."
+                           % (name, output.getSize(), name[len(OUTPUT_COORDINATES_PREFIX):]))
+        for tsId, message in sorted(self._failedTomograms().items()):
+            summary.append("WARNING: picking failed on tomogram %s: %s" % (tsId, message))
+        return summary or ["No picks yet."]
+
+    def _methods(self):
+        return ["Particles were picked with an etpicker model (3D ResUNet segmentation "
+                "followed by mean-pooling non-maximum suppression) [Liu2024]."]

@@ -1,0 +1,213 @@
+"""Train: annotated tomograms -> an etpicker model."""
+import os
+
+from pyworkflow.protocol import params
+
+from .. import convert
+from ..constants import LABEL_TYPES, OUTPUT_MODEL, MODEL_CHECKPOINT
+from ..objects import EtPickerModel
+from .protocol_base import EtPickerProtBase, quote, quoteAll, diameterArgs, diameterErrors
+
+
+class EtPickerProtTrain(EtPickerProtBase):
+    """Trains etpicker's 3D segmentation network on weakly labelled particles.
+
+    Each input set of coordinates is one class, named after the set's label (or
+    the run that made it). The model keeps the best weights by validation picking
+    F1, the training history and a checkpoint: "Continue" resumes from it.
+    """
+    _label = "train"
+    _possibleOutputs = {OUTPUT_MODEL: EtPickerModel}
+
+    def _defineParams(self, form):
+        self._defineGpuParams(form)
+        form.addSection(label="Input")
+        form.addParam("inputTomograms", params.PointerParam, pointerClass="SetOfTomograms",
+                      important=True, label="Training tomograms",
+                      help="Tomograms with annotated particles. Particles should span "
+                           "about 7-25 voxels: bin the tomograms when they are bigger.")
+        form.addParam("inputCoordinates", params.MultiPointerParam,
+                      pointerClass="SetOfCoordinates3D", important=True,
+                      label="Annotated coordinates (one set per class)",
+                      help="Particle centres; each set is one class, named after the set's "
+                           "label (or the run that made it). Sets at another sampling rate "
+                           "than the tomograms are scaled.")
+        form.addParam("valTomograms", params.PointerParam, pointerClass="SetOfTomograms",
+                      allowsNull=True, label="Validation tomograms (optional)",
+                      help="Tomograms held out to choose the best epoch by picking F1. "
+                           "Empty: a fraction of the training data is held out.")
+        form.addParam("valCoordinates", params.MultiPointerParam,
+                      pointerClass="SetOfCoordinates3D", allowsNull=True,
+                      condition="valTomograms", label="Validation coordinates",
+                      help="One set per class, in the same order as the training sets.")
+        form.addParam("valFraction", params.FloatParam, default=0.2,
+                      condition="not valTomograms", label="Validation fraction",
+                      help="Fraction (0-1) of the training data held out for validation "
+                           "when no validation tomograms are given.")
+        form.addParam("initModel", params.PointerParam, pointerClass="EtPickerModel",
+                      allowsNull=True, label="Initial model (optional)",
+                      help="Fine-tune this model (e.g. transfer to a new dataset) instead "
+                           "of starting from random weights.")
+
+        form.addSection(label="Labels")
+        form.addParam("labelType", params.EnumParam, choices=LABEL_TYPES, default=0,
+                      label="Label type",
+                      help="tball (truncated ball, recommended), ball, cubic or gaussian.")
+        form.addParam("diameters", params.StringParam, default="",
+                      label="Label diameter (Å)",
+                      help="Weak-label diameter in Å: one value for all classes or one per "
+                           "class (comma separated), converted to voxels with the "
+                           "tomograms' sampling rate. A constant 7-11 voxels, smaller than "
+                           "the particle, works well. Empty: the core's default in voxels.")
+
+        form.addSection(label="Training")
+        form.addParam("patch", params.IntParam, default=72, label="Patch size (voxels)",
+                      help="Edge of the cubic training patch, a multiple of 8.")
+        form.addParam("pad", params.IntParam, allowsNull=True,
+                      label="Tile padding (voxels) (optional)",
+                      help="Border of each tile discarded when validating by picking. "
+                           "Empty: the core's default (1/6 of the patch).")
+        form.addParam("epochs", params.IntParam, default=60, label="Epochs")
+        form.addParam("maxMinutes", params.FloatParam, default=0,
+                      label="Time budget (minutes)",
+                      help="Stop after this many minutes, keeping the best model so far. "
+                           "0: no limit.")
+        form.addParam("batch", params.IntParam, default=8, label="Batch size (patches)")
+        form.addParam("learningRate", params.FloatParam, default=1e-3,
+                      label="Learning rate")
+        form.addParam("seed", params.IntParam, default=0, label="Random seed")
+        form.addParam("widths", params.StringParam, default="",
+                      expertLevel=params.LEVEL_ADVANCED, label="Network widths",
+                      help="Channels of the 4 network levels, e.g. 24,48,72,108 (the "
+                           "reference). Smaller widths train faster but learn less. "
+                           "Empty: the core's default.")
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep)
+        self._insertFunctionStep(self.trainStep)
+        self._insertFunctionStep(self.createOutputStep)
+
+    # --------------------------- STEPS ---------------------------------------
+    def convertInputStep(self):
+        names = self._classNames()
+        self._writeInputs("train", self.inputTomograms.get(),
+                          [p.get() for p in self.inputCoordinates], names)
+        if self.valTomograms.get() is not None:
+            self._writeInputs("val", self.valTomograms.get(),
+                              [p.get() for p in self.valCoordinates], names)
+
+    def trainStep(self):
+        samplingRate = self.inputTomograms.get().getSamplingRate()
+        args = ["--tomos", quoteAll(self._inputFiles("train", "tomos", ".mrc")),
+                "--coords", quoteAll(self._inputFiles("train", "coords", ".csv")),
+                "--out", quote(self._modelDir()),
+                "--classes", quote(",".join(self._classNames())),
+                "--label-type", LABEL_TYPES[self.labelType.get()],
+                diameterArgs(self.diameters.get(), samplingRate),
+                "--epochs %d --patch %d --batch %d --lr %g --seed %d"
+                % (self.epochs.get(), self.patch.get(), self.batch.get(),
+                   self.learningRate.get(), self.seed.get()),
+                self._deviceArg()]
+        if self.valTomograms.get() is not None:
+            args += ["--val-tomos", quoteAll(self._inputFiles("val", "tomos", ".mrc")),
+                     "--val-coords", quoteAll(self._inputFiles("val", "coords", ".csv"))]
+        else:
+            args.append("--val-fraction %g" % self.valFraction.get())
+        if self.pad.get() is not None:
+            args.append("--pad %d" % self.pad.get())
+        if self.widths.get():
+            args.append("--widths %s" % quote(self.widths.get().replace(" ", "")))
+        if self.maxMinutes.get() > 0:
+            args.append("--max-minutes %g" % self.maxMinutes.get())
+        if self.initModel.get() is not None:
+            args.append("--init-model %s" % quote(self.initModel.get().getPath()))
+        # A checkpoint here means this step is being re-run by "Continue": a
+        # restart wipes the run's folder first.
+        if os.path.exists(os.path.join(self._modelDir(), MODEL_CHECKPOINT)):
+            args.append("--resume")
+        self._runCore("train", *args)
+
+    def createOutputStep(self):
+        model = EtPickerModel()
+        model.setFromConfig(self._modelDir(), convert.readModelConfig(self._modelDir()))
+        self._defineOutputs(**{OUTPUT_MODEL: model})
+        self._defineSourceRelation(self.inputTomograms, model)
+        for pointer in self.inputCoordinates:
+            self._defineSourceRelation(pointer, model)
+
+    # --------------------------- UTILS ---------------------------------------
+    def _classNames(self):
+        return convert.classNames(list(self.inputCoordinates))
+
+    def _widthsValid(self):
+        parts = self.widths.get().replace(" ", "").split(",")
+        return len(parts) == 4 and all(p.isdigit() and int(p) > 0 for p in parts)
+
+    def _modelDir(self):
+        return self._getExtraPath("model")
+
+    def _writeInputs(self, kind, tomoSet, coordSets, names):
+        tomograms = convert.tomogramsList(tomoSet)
+        convert.writeTomogramCsvs(self._getExtraPath(kind, "coords"), tomograms,
+                                  coordSets, names)
+        for tomo in tomograms:
+            convert.tomogramPath(tomo, self._getExtraPath(kind, "tomos"))
+
+    def _inputFiles(self, kind, folder, extension):
+        directory = self._getExtraPath(kind, folder)
+        return sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                      if f.endswith(extension))
+
+    # --------------------------- INFO ----------------------------------------
+    def _validate(self):
+        tomograms = self.inputTomograms.get()
+        coordSets = [p.get() for p in self.inputCoordinates]
+        errors = self._emptySetErrors([tomograms, self.valTomograms.get()], "tomograms")
+        errors += self._emptySetErrors(coordSets, "coordinates")
+        if errors:
+            return errors
+        if not coordSets:
+            return ["Give at least one set of coordinates (one per class)."]
+        tsIds = set(tomograms.getUniqueValues("_tsId"))
+        for coordSet in coordSets:
+            if not tsIds.intersection(coordSet.getTSIds()):
+                errors.append("The coordinates %s belong to none of the training "
+                              "tomograms (no shared tomogram id)." % coordSet.getNameId())
+        if self.valTomograms.get() is not None:
+            valSets = [p.get() for p in self.valCoordinates]
+            if len(valSets) != len(coordSets):
+                errors.append("Give one validation set of coordinates per class (%d), in "
+                              "the training order; got %d." % (len(coordSets), len(valSets)))
+            errors += self._emptySetErrors(valSets, "validation coordinates")
+            valRate = self.valTomograms.get().getSamplingRate()
+            if abs(valRate - tomograms.getSamplingRate()) > 0.01 * tomograms.getSamplingRate():
+                errors.append("Validation tomograms (%.3f Å/voxel) must have the training "
+                              "tomograms' sampling rate (%.3f Å/voxel)."
+                              % (valRate, tomograms.getSamplingRate()))
+        elif not 0 < self.valFraction.get() < 1:
+            errors.append("The validation fraction must lie between 0 and 1.")
+        if self.patch.get() % 8 or self.patch.get() < 16:
+            errors.append("The patch size must be a multiple of 8 and at least 16 voxels.")
+        elif self.pad.get() is not None and not 0 <= 2 * self.pad.get() < self.patch.get():
+            errors.append("The tile padding must be at least 0 and under half the patch "
+                          "size (voxels).")
+        if self.widths.get() and not self._widthsValid():
+            errors.append("Network widths must be 4 positive whole numbers, e.g. "
+                          "24,48,72,108; got '%s'." % self.widths.get())
+        initModel = self.initModel.get()
+        if initModel is not None:
+            errors += self._modelErrors(initModel)
+            errors += self._voxelSizeErrors(tomograms, initModel)
+        errors += diameterErrors(self.diameters.get(), len(coordSets),
+                                 tomograms.getSamplingRate())
+        return errors
+
+    def _summary(self):
+        summary = ["Classes: %s." % ", ".join(self._classNames())]
+        if self.hasAttribute(OUTPUT_MODEL):
+            summary.append("Model: %s" % getattr(self, OUTPUT_MODEL))
+        return summary
+
+    def _methods(self):
+        return ["A 3D ResUNet was trained on weak %s labels for %d epochs with etpicker "
+                "[Liu2024]." % (LABEL_TYPES[self.labelType.get()], self.epochs.get())]

@@ -1,0 +1,162 @@
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+import torch
+
+from etpicker.core import io
+from etpicker.core.cli import main
+from etpicker.core.pick import WEIGHTS_NAME, build_model
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+# Runs the core's command line in a fresh interpreter where Scipion cannot be imported.
+WITHOUT_SCIPION = ("import sys, runpy; sys.modules.update(pwem=None, pyworkflow=None, tomo=None); "
+                   "sys.argv = ['etpicker'] + sys.argv[1:]; runpy.run_module('etpicker.core', run_name='__main__')")
+# The end-to-end setting: small enough to train on a laptop CPU in well under a minute.
+E2E_SIMULATE = ("--shape", 48, 96, 96, "--snr", 4, "--seed", 0)
+E2E_TRAIN = ("--epochs", 8, "--patch", 32, "--batch", 4, "--widths", "8,16,24,32", "--lr", "5e-3",
+             "--diameter", 11, "--pad", 4, "--seed", 0)
+E2E_PICK = ("--min-distance", 8, "--min-score", 0.5)
+
+
+def run_cli(*args, timeout=300):
+    # One thread: on a busy 2-core machine (or beside other test workers) more threads spin and
+    # slow torch down several times.
+    environment = {"OMP_NUM_THREADS": "1", **os.environ}
+    return subprocess.run([sys.executable, "-c", WITHOUT_SCIPION, *map(str, args)], cwd=REPOSITORY,
+                          capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def _one_error_line(result):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("etpicker: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_works_without_scipion():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("simulate", "labels", "train", "pick", "evaluate"):
+        assert command in result.stdout
+    result = run_cli("train", "--help")
+    assert result.returncode == 0 and "--max-minutes" in result.stdout and "--resume" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["simulate", "labels", "pick", "evaluate"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"])
+    assert stop.value.code == 0 and "usage: etpicker " + command in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    _one_error_line(run_cli("train", "--tomos", tmp_path / "missing.mrc", "--coords", tmp_path / "missing.csv",
+                            "--out", tmp_path / "model"))
+    _one_error_line(run_cli("simulate", "--out", tmp_path, "--shapes", "1"))
+
+
+def test_missing_arguments_and_bad_values_are_input_errors(tmp_path, capsys):
+    assert main(["pick", "--tomos", "a.mrc"]) == 2
+    assert main(["simulate", "--out", str(tmp_path), "--snr", "-1"]) == 2
+    assert main(["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path), "--diameter", "x"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("etpicker: error: ") for line in errors)
+
+
+@pytest.fixture()
+def tomogram(tmp_path):
+    volume = np.random.default_rng(0).normal(size=(24, 32, 40)).astype(np.float32)
+    io.write_volume(tmp_path / "t.mrc", volume, 13.5)
+    io.write_coords(tmp_path / "t.csv", io.Coords(["b", "a"], [[5, 6, 7], [30, 20, 10]]))
+    return tmp_path / "t.mrc", tmp_path / "t.csv"
+
+
+def test_labels_writes_uint8_with_the_voxel_size(tomogram, tmp_path):
+    out = tmp_path / "labels.mrc"
+    assert main(["labels", "--tomo", str(tomogram[0]), "--coords", str(tomogram[1]), "--out", str(out),
+                 "--diameter", "5,3", "--label-type", "ball"]) == 0
+    with mrcfile.open(out) as mrc:
+        labels = mrc.data.astype(np.uint8)
+        assert mrc.voxel_size.x == pytest.approx(13.5)
+    assert labels.shape == (24, 32, 40)
+    assert labels[7, 6, 5] == 2 and labels[10, 20, 30] == 1  # class "b" is second in sorted order
+    assert (labels == 1).sum() == 33 and (labels == 2).sum() == 7  # balls of radius 2 and 1
+
+
+def test_labels_rejects_centres_outside_the_volume(tomogram, tmp_path, capsys):
+    io.write_coords(tomogram[1], io.Coords(["a"], [[100, 1, 1]]))
+    assert main(["labels", "--tomo", str(tomogram[0]), "--coords", str(tomogram[1]),
+                 "--out", str(tmp_path / "l.mrc")]) == 2
+    assert "outside" in capsys.readouterr().err
+
+
+def _random_model(folder):
+    config = {"format": 1, "classes": ["a", "b"], "diameters": [5, 5], "label_type": "tball", "voxel_size": 10.0,
+              "patch": 16, "pad": 4, "widths": [4, 4, 4, 4], "coordconv": True, "pyramid": True,
+              "normalisation": "robust-standardise", "version": "0.1.0"}
+    io.write_config(folder, config)
+    torch.save(build_model(config).state_dict(), folder / WEIGHTS_NAME)
+    return folder
+
+
+def test_pick_continues_after_a_failing_tomogram(tomogram, tmp_path, capsys):
+    model = _random_model(tmp_path / "model")
+    broken = tmp_path / "broken.mrc"
+    broken.write_text("not an MRC file")
+    code = main(["pick", "--model", str(model), "--tomos", str(broken), str(tomogram[0]),
+                 "--out", str(tmp_path / "picks"), "--device", "cpu", "--save-probability"])
+    assert code == 2
+    assert "broken.mrc" in capsys.readouterr().err.strip().splitlines()[-1]
+    picks = io.read_coords(tmp_path / "picks" / "t.csv")
+    assert picks.score is not None and set(picks.names) <= {"a", "b"}
+    with mrcfile.open(tmp_path / "picks" / "t_probability.mrc") as mrc:
+        assert mrc.data.shape == (24, 32, 40) and 0 <= mrc.data.min() and mrc.data.max() <= 1
+
+
+def test_evaluate_prints_a_table_and_the_agnostic_f1(tmp_path, capsys):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    io.write_coords(tmp_path / "gt" / "t.csv", io.Coords(["a", "a", "b"], [[10, 10, 10], [30, 10, 10], [10, 30, 10]]))
+    # one hit, one hit of the wrong class, one false positive; 'a' at x=30 is missed
+    io.write_coords(tmp_path / "pred" / "t.csv",
+                    io.Coords(["a", "a", "b"], [[11, 10, 10], [10, 30, 10], [50, 50, 10]], [1, 1, 1]))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--json", str(tmp_path / "scores.json")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "F1=0.667"
+    assert any(line.split()[:4] == ["a", "1", "1", "1"] for line in lines)
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["all"]["tp"] == 2 and scores["classes"]["b"]["tp"] == 0
+    assert scores["tolerance"] == {"a": 3.0, "b": 3.0}  # a quarter of the default diameter 12
+
+
+def test_simulate_train_pick_evaluate_without_scipion(tmp_path):
+    """THE end-to-end test: a small synthetic tomogram trains a model on CPU that picks a
+    held-out synthetic tomogram with class-agnostic F1 >= 0.8, all through the command line."""
+    data, model, picks = tmp_path / "data", tmp_path / "model", tmp_path / "picks"
+    result = run_cli("simulate", "--out", data, "--n-tomos", 2, *E2E_SIMULATE)
+    assert result.returncode == 0, result.stderr
+    # The annotator clicks every particle as one kind; the score is localisation (class-agnostic).
+    truth = io.read_coords(data / "tomo_000.csv")
+    (tmp_path / "clicks").mkdir()
+    io.write_coords(tmp_path / "clicks" / "tomo_000.csv", io.Coords(["particle"] * len(truth), truth.xyz))
+    result = run_cli("train", "--tomos", data / "tomo_000.mrc", "--coords", tmp_path / "clicks" / "tomo_000.csv",
+                     "--out", model, "--device", "cpu", *E2E_TRAIN)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^epoch 1/\d+ loss [\d.]+ .*val_f1 [\d.]+ \([\d.]+ s\)$", result.stdout, re.MULTILINE)
+    result = run_cli("pick", "--model", model, "--tomos", data / "tomo_001.mrc", "--out", picks, "--device", "cpu",
+                     *E2E_PICK)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "truth" / "tomo_001.csv").write_text((data / "tomo_001.csv").read_text())
+    result = run_cli("evaluate", "--pred", picks, "--gt", tmp_path / "truth")
+    assert result.returncode == 0, result.stderr
+    f1 = float(result.stdout.strip().splitlines()[-1].removeprefix("F1="))
+    assert f1 >= 0.8, result.stdout

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from etpicker.core.model import ResUNet3D, coordinate_channels
+
+torch.set_num_threads(1)
+
+
+def test_default_model_is_close_to_the_reference_size():
+    n_parameters = sum(p.numel() for p in ResUNet3D(n_classes=3).parameters())
+    assert 2.0e6 <= n_parameters <= 2.9e6
+
+
+@pytest.mark.parametrize("size", [(16, 16, 16), (8, 24, 16)])
+def test_output_has_one_logit_channel_per_class_plus_background(size):
+    torch.manual_seed(0)
+    model = ResUNet3D(n_classes=2, widths=(4, 8, 8, 12)).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 1, *size))
+    assert logits.shape == (2, 3, *size)
+    assert torch.isfinite(logits).all()
+
+
+def test_variants_without_coordconv_or_pyramid_run():
+    for coordconv, pyramid in [(False, True), (True, False)]:
+        model = ResUNet3D(1, widths=(4, 4, 8, 8), coordconv=coordconv, pyramid=pyramid)
+        assert model(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+
+
+def test_patch_not_multiple_of_8_is_refused():
+    with pytest.raises(ValueError, match="multiples of 8"):
+        ResUNet3D(1, widths=(4, 4, 8, 8))(torch.randn(1, 1, 12, 16, 16))
+
+
+def test_coordinates_span_minus_one_to_one_per_axis():
+    coords = coordinate_channels(torch.zeros(2, 5, 3, 4, 6))
+    assert coords.shape == (2, 3, 3, 4, 6)
+    assert coords[0, 0, 0, 0, 0] == -1 and coords[0, 0, -1, 0, 0] == 1  # z channel varies along z
+    assert torch.all(coords[:, 2, :, :, -1] == 1)  # x channel is 1 on the last x plane
+
+
+def test_gradients_reach_the_first_layer():
+    model = ResUNet3D(1, widths=(4, 4, 8, 8))
+    model(torch.randn(1, 1, 16, 16, 16)).square().mean().backward()
+    assert model.encoders[0].convs[0][0].weight.grad.abs().sum() > 0
+
+
+def test_mixed_precision_forward_works():
+    model = ResUNet3D(2, widths=(4, 4, 8, 8)).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(1, 1, 16, 16, 16))
+    assert logits.shape == (1, 3, 16, 16, 16) and torch.isfinite(logits.float()).all()

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from etpicker.core.io import InputError, open_tomogram, write_config, write_volume
+from etpicker.core.labels import paint_labels
+from etpicker.core.pick import build_model, load_model, pick_tomogram, resolve_device
+
+torch.set_num_threads(1)
+
+CONFIG = {"format": 1, "classes": ["small", "big"], "diameters": [7, 11], "label_type": "tball",
+          "voxel_size": 10.0, "patch": 16, "pad": 3, "widths": [4, 4, 8, 8], "coordconv": True, "pyramid": True}
+
+
+def test_load_model_restores_the_saved_network(tmp_path):
+    torch.manual_seed(0)
+    saved = build_model(CONFIG).eval()
+    write_config(tmp_path, CONFIG)
+    torch.save(saved.state_dict(), tmp_path / "weights.pt")
+    model, config = load_model(tmp_path, "cpu")
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), saved(x))
+    assert config["classes"] == ["small", "big"]
+
+
+def test_load_model_explains_missing_or_mismatched_files(tmp_path):
+    with pytest.raises(InputError, match="config.json"):
+        load_model(tmp_path)
+    write_config(tmp_path, CONFIG)
+    with pytest.raises(InputError, match="weights.pt: missing"):
+        load_model(tmp_path)
+    torch.save(build_model({**CONFIG, "classes": ["one"]}).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(InputError, match="does not match"):
+        load_model(tmp_path)
+    (tmp_path / "weights.pt").write_bytes(b"truncated")
+    with pytest.raises(InputError, match="weights.pt"):
+        load_model(tmp_path)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(InputError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA"):
+            resolve_device("cuda:0")
+
+
+class ContrastNet(nn.Module):
+    """A stand-in network: bright voxels are class 1, dark voxels class 2."""
+
+    def forward(self, x):
+        smooth = nn.functional.avg_pool3d(x, 3, stride=1, padding=1)
+        return torch.cat([torch.zeros_like(x), 3 * (smooth - 1), 3 * (-smooth - 1)], dim=1)
+
+
+def test_pick_tomogram_finds_particles_with_class_names_in_xyz_order(tmp_path):
+    shape = (30, 40, 50)
+    centres_zyx = np.array([[10, 12, 14], [20, 28, 36], [15, 30, 10]], float)
+    ids, _ = paint_labels(shape, centres_zyx, [1, 1, 2], CONFIG["diameters"], "ball")
+    rng = np.random.default_rng(0)
+    volume = rng.normal(0, 0.3, shape).astype(np.float32) + 3.0 * (ids == 1) - 3.0 * (ids == 2)
+    write_volume(tmp_path / "t.mrc", volume)
+    probability = np.zeros(shape, np.float32)
+    coords = pick_tomogram(ContrastNet(), CONFIG, open_tomogram(tmp_path / "t.mrc"), probability_out=probability)
+    order = np.lexsort(coords.xyz.T)
+    expected = centres_zyx[:, ::-1]
+    np.testing.assert_allclose(coords.xyz[order], expected[np.lexsort(expected.T)], atol=1.0)
+    assert sorted(coords.names) == ["big", "small", "small"]
+    assert np.all(coords.score > 0)
+    assert probability[10, 12, 14] > 0.9 and probability[0, 0, 0] < 0.2

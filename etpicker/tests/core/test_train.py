@@ -1,0 +1,111 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from etpicker.core import io, simulate, train
+from etpicker.core.pick import load_model, pick_tomogram
+
+TINY = dict(epochs=3, patch=16, batch=4, widths=(4, 8, 8, 8), lr=3e-3, device="cpu", log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    tomo = simulate.simulate_tomogram((24, 40, 64), rng=0, snr=1.0, n_per_class=4)
+    io.write_volume(folder / "t.mrc", tomo.volume, 10.0)
+    io.write_coords(folder / "t.csv", io.Coords(tomo.names, tomo.xyz))
+    return [folder / "t.mrc"], [folder / "t.csv"]
+
+
+def _history(folder):
+    with open(folder / train.HISTORY_NAME) as handle:
+        return list(csv.DictReader(handle))
+
+
+def _final_weights(folder):
+    return torch.load(folder / train.CHECKPOINT_NAME, weights_only=False)["model"]
+
+
+def test_budget_stop_then_resume_matches_an_uninterrupted_run(data, tmp_path):
+    torch.set_num_threads(1)
+    whole = train.train(*data, tmp_path / "whole", seed=5, **TINY)
+    assert whole["epochs_done"] == 3 and not whole["stopped_by_budget"]
+
+    parts = tmp_path / "parts"
+    stopped = train.train(*data, parts, seed=5, max_minutes=1e-6, **TINY)
+    assert stopped["stopped_by_budget"] and stopped["epochs_done"] == 1
+    assert [row["epoch"] for row in _history(parts)] == ["1"]
+    model, config = load_model(parts)  # the early stop left a usable model
+    assert config["classes"] == ["large", "medium", "small"] and config["widths"] == [4, 8, 8, 8]
+    picked = pick_tomogram(model, config, io.open_tomogram(data[0][0]))
+    assert set(picked.names) <= set(config["classes"])
+
+    resumed = train.train(*data, parts, seed=5, resume=True, **TINY)
+    assert resumed["epochs_done"] == 3
+    history = _history(parts)
+    assert [row["epoch"] for row in history] == ["1", "2", "3"]
+    for column in ("train_loss", "val_loss", "val_f1"):
+        assert [float(r[column]) for r in history] == pytest.approx(
+            [float(r[column]) for r in _history(tmp_path / "whole")], rel=1e-4)
+    for key, value in _final_weights(tmp_path / "whole").items():
+        assert torch.allclose(value, _final_weights(parts)[key], atol=1e-5), key
+
+
+def test_another_seed_trains_differently(data, tmp_path):
+    torch.set_num_threads(1)
+    settings = dict(TINY, epochs=1)
+    train.train(*data, tmp_path / "a", seed=1, **settings)
+    train.train(*data, tmp_path / "b", seed=2, **settings)
+    assert _history(tmp_path / "a")[0]["train_loss"] != _history(tmp_path / "b")[0]["train_loss"]
+
+
+def test_config_holds_what_picking_needs(data, tmp_path):
+    train.train(*data, tmp_path, seed=0, **dict(TINY, epochs=1), diameters=[7, 9, 11])
+    config = io.read_config(tmp_path)
+    assert config["diameters"] == [7, 9, 11] and config["label_type"] == "tball"
+    assert config["voxel_size"] == pytest.approx(10.0) and config["patch"] == 16 and config["pad"] == 4
+    assert {"format", "classes", "coordconv", "pyramid", "normalisation", "version"} <= set(config)
+    assert (tmp_path / "weights.pt").is_file()
+
+
+def test_resume_refuses_changed_settings_and_missing_checkpoint(data, tmp_path):
+    with pytest.raises(io.InputError, match="no checkpoint.pt"):
+        train.train(*data, tmp_path, resume=True, **TINY)
+    train.train(*data, tmp_path, **dict(TINY, epochs=1))
+    with pytest.raises(io.InputError, match="epochs"):
+        train.train(*data, tmp_path, resume=True, **dict(TINY, epochs=5))
+
+
+def test_init_model_must_have_the_same_classes(data, tmp_path):
+    train.train(*data, tmp_path / "base", **dict(TINY, epochs=1))
+    with pytest.raises(io.InputError, match="classes"):
+        train.train(*data, tmp_path / "tuned", init_model=tmp_path / "base", classes=["large", "medium", "small", "x"],
+                    **dict(TINY, epochs=1))
+
+
+def test_validation_block_keeps_training_patches_out():
+    zyx = np.array([[10, 20, x] for x in range(10, 100, 10)], dtype=float)
+    axis, start = train.validation_block((32, 48, 128), zyx, 0.2, 32)
+    assert axis == 2
+    assert (zyx[:, 2] >= start).sum() == 2
+    with pytest.raises(io.InputError, match="smaller --patch"):
+        train.validation_block((32, 48, 128), zyx, 0.2, 96)
+
+
+def test_classes_and_diameters_are_checked():
+    coords = [io.Coords(["b", "a", "b"], np.zeros((3, 3)))]
+    assert train.class_order(coords) == ["a", "b"]
+    assert train.class_order(coords, ["b", "a", "c"]) == ["b", "a", "c"]
+    with pytest.raises(io.InputError, match="missing from --classes"):
+        train.class_order(coords, ["a"])
+    assert train.expand_diameters([8], 3) == [8, 8, 8]
+    assert train.expand_diameters(None, 2) == [train.DEFAULT_DIAMETER] * 2
+    with pytest.raises(io.InputError, match="one per class"):
+        train.expand_diameters([8, 9], 3)
+
+
+def test_files_are_paired_by_stem(data, tmp_path):
+    with pytest.raises(io.InputError, match="no --coords file named t.csv"):
+        train.pair_by_stem(data[0], [tmp_path / "other.csv"])

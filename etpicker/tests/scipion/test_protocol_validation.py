@@ -1,0 +1,168 @@
+"""_validate messages for bad inputs, and the conversions between Scipion and core files.
+
+No network is trained here: tomograms are small random volumes and the model a
+folder with a config.json (validation and conversion never load weights).
+"""
+import json
+import os
+
+import numpy as np
+from pyworkflow.object import Pointer
+from pyworkflow.tests import BaseTest, setupTestProject
+from tomo.constants import BOTTOM_LEFT_CORNER
+
+from etpicker import convert
+from etpicker.protocols import (EtPickerProtLabels, EtPickerProtTrain, EtPickerProtPick,
+                                EtPickerProtImportModel)
+from scipion_helpers import (output, new_protocol, write_mrc, write_importer_txt, import_tomograms,
+                             import_coordinates)
+
+SHAPE = (24, 40, 48)  # z, y, x
+
+
+def write_model_folder(folder, voxel_size=10.0, weights=True):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as handle:
+        json.dump({"format": 1, "classes": ["ribosome"], "diameters": [9],
+                   "voxel_size": voxel_size, "label_type": "tball", "patch": 32, "pad": 4}, handle)
+    if weights:
+        open(os.path.join(folder, "weights.pt"), "wb").close()
+    return folder
+
+
+class TestEtPickerValidation(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        root = cls.proj.getTmpPath()
+        rng = np.random.default_rng(0)
+        cls.xyz = {"tomo_a": np.array([[10.0, 12.0, 5.0], [30.0, 20.0, 15.0]]),
+                   "tomo_b": np.array([[40.0, 30.0, 20.0], [8.0, 8.0, 8.0]])}
+        for stem in cls.xyz:
+            write_mrc(os.path.join(root, "%s.mrc" % stem), rng.normal(size=SHAPE), 10.0)
+            write_importer_txt(os.path.join(root, "ribosome"), stem, cls.xyz[stem])
+        os.makedirs(os.path.join(root, "empty"))
+        open(os.path.join(root, "empty", "tomo_a.txt"), "w").close()
+        cls.tomos = import_tomograms(cls, root, 10.0, label="tomos 10A")
+        cls.tomos20 = import_tomograms(cls, root, 20.0, label="tomos 20A")
+        cls.ribosome = import_coordinates(cls, os.path.join(root, "ribosome"), cls.tomos,
+                                          label="ribosome")
+        cls.empty = import_coordinates(cls, os.path.join(root, "empty"), cls.tomos,
+                                       label="nothing")
+        cls.modelRun = cls.newProtocol(EtPickerProtImportModel,
+                                       modelDir=write_model_folder(os.path.join(root, "model")))
+        cls.launchProtocol(cls.modelRun)
+
+    def _pick(self, tomograms, modelRun):
+        return new_protocol(self, EtPickerProtPick,
+                            {"inputTomograms": output(tomograms, "Tomograms"),
+                             "inputModel": output(modelRun, "outputModel")})
+
+    def _train(self, *coordRuns, **kwargs):
+        return new_protocol(self, EtPickerProtTrain,
+                            {"inputTomograms": output(self.tomos, "Tomograms"),
+                             "inputCoordinates": [output(r, "outputCoordinates")
+                                                  for r in coordRuns]}, **kwargs)
+
+    # --------------------------- validation ----------------------------------
+    def test_good_inputs_pass(self):
+        self.assertEqual(self._pick(self.tomos, self.modelRun).validate(), [])
+        self.assertEqual(self._train(self.ribosome, diameters="90").validate(), [])
+        labels = new_protocol(self, EtPickerProtLabels,
+                              {"inputTomograms": output(self.tomos, "Tomograms"),
+                               "inputCoordinates": [output(self.ribosome, "outputCoordinates")]})
+        self.assertEqual(labels.validate(), [])
+
+    def test_voxel_size_mismatch_says_to_rescale_or_retrain(self):
+        errors = self._pick(self.tomos20, self.modelRun).validate()
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("20.000 Å/voxel", errors[0])
+        self.assertIn("rescale (bin) the tomograms to 10.000 Å/voxel", errors[0])
+        self.assertIn("train a model", errors[0])
+
+    def test_empty_coordinates_are_refused(self):
+        errors = self._train(self.ribosome, self.empty).validate()
+        self.assertTrue(any("is empty" in e for e in errors), errors)
+
+    def test_model_with_missing_weights_is_refused(self):
+        modelRun = self.newProtocol(EtPickerProtImportModel, modelDir=write_model_folder(
+            os.path.join(self.proj.getTmpPath(), "model_to_break")))
+        self.launchProtocol(modelRun)
+        os.remove(modelRun.outputModel.getWeightsFile())
+        errors = self._pick(self.tomos, modelRun).validate()
+        self.assertTrue(any("missing" in e and "weights.pt" in e for e in errors), errors)
+
+    def test_import_model_checks_the_folder(self):
+        broken = write_model_folder(os.path.join(self.proj.getTmpPath(), "no_weights"),
+                                    weights=False)
+        errors = self.newProtocol(EtPickerProtImportModel, modelDir=broken).validate()
+        self.assertTrue(any("weights.pt" in e for e in errors), errors)
+        with open(os.path.join(broken, "weights.pt"), "wb"):
+            pass
+        with open(os.path.join(broken, "config.json"), "w") as handle:
+            handle.write("{not json")
+        errors = self.newProtocol(EtPickerProtImportModel, modelDir=broken).validate()
+        self.assertTrue(any("not valid JSON" in e for e in errors), errors)
+
+    def test_diameters_must_be_numbers_per_class(self):
+        self.assertTrue(any("must be numbers" in e for e in
+                            self._train(self.ribosome, diameters="big").validate()))
+        self.assertTrue(any("under 3 voxels" in e for e in
+                            self._train(self.ribosome, diameters="20").validate()))
+        self.assertTrue(any("one per class" in e for e in
+                            self._train(self.ribosome, diameters="90,90").validate()))
+
+    def test_imported_model_shows_its_contents(self):
+        model = self.modelRun.outputModel
+        self.assertEqual(model.getClasses(), ["ribosome"])
+        self.assertAlmostEqual(model.getVoxelSize(), 10.0)
+        self.assertIn("ribosome", str(model))
+        self.assertIn("10.00 Å", str(model))
+        self.assertTrue(os.path.exists(model.getWeightsFile()))
+
+    # --------------------------- conversion ----------------------------------
+    def test_coordinates_reach_the_core_as_bottom_left_voxels(self):
+        tomograms = convert.tomogramsList(self.tomos.Tomograms)
+        folder = os.path.join(self.proj.getTmpPath(), "csv")
+        paths = convert.writeTomogramCsvs(folder, tomograms,
+                                          [self.ribosome.outputCoordinates], ["ribosome"])
+        for stem, xyz in self.xyz.items():
+            rows = convert.readCoreCsv(paths[stem])
+            self.assertEqual({r[0] for r in rows}, {"ribosome"})
+            got = np.array(sorted(r[1:4] for r in rows))
+            np.testing.assert_allclose(got, np.array(sorted(map(tuple, xyz))), atol=1e-3)
+
+    def test_coordinates_at_another_sampling_rate_are_scaled(self):
+        # Coordinates given at 20 Å/voxel onto tomograms at 10 Å/voxel: positions double.
+        binned = import_coordinates(self, os.path.join(self.proj.getTmpPath(), "ribosome"),
+                                    self.tomos20, label="binned")
+        folder = os.path.join(self.proj.getTmpPath(), "csv_scaled")
+        paths = convert.writeTomogramCsvs(folder, convert.tomogramsList(self.tomos.Tomograms),
+                                          [binned.outputCoordinates], ["ribosome"])
+        got = np.array(sorted(r[1:4] for r in convert.readCoreCsv(paths["tomo_a"])))
+        np.testing.assert_allclose(got, 2 * np.array(sorted(map(tuple, self.xyz["tomo_a"]))),
+                                   atol=1e-3)
+
+    def test_core_picks_become_coordinates_with_class_and_score(self):
+        tomo = convert.tomogramsList(self.tomos.Tomograms)[0]
+        path = os.path.join(self.proj.getTmpPath(), "picks.csv")
+        with open(path, "w") as handle:
+            handle.write("class,x,y,z,score\nb,1.5,2,3,0.9\na,4,5,6,0.25\n")
+        picks = list(convert.coordinatesFromCsv(path, tomo, ["a", "b"]))
+        self.assertEqual([index for index, _ in picks], [1, 0])
+        coord = picks[0][1]
+        self.assertEqual(coord.getPosition(BOTTOM_LEFT_CORNER), (1.5, 2.0, 3.0))
+        self.assertEqual((coord.getGroupId(), coord.getScore(), coord.getTomoId()),
+                         (2, 0.9, tomo.getTsId()))
+
+    def test_tomograms_reach_the_core_named_by_tsid(self):
+        tomo = convert.tomogramsList(self.tomos.Tomograms)[0]
+        path = convert.tomogramPath(tomo, os.path.join(self.proj.getTmpPath(), "links"))
+        self.assertEqual(os.path.basename(path), "%s.mrc" % tomo.getTsId())
+        self.assertEqual(os.path.realpath(path), os.path.realpath(tomo.getFileName()))
+
+    def test_class_names_come_from_the_runs_and_stay_unique(self):
+        pointers = [Pointer(self.ribosome, extended="outputCoordinates"),
+                    Pointer(self.ribosome, extended="outputCoordinates"),
+                    Pointer(self.empty, extended="outputCoordinates")]
+        self.assertEqual(convert.classNames(pointers), ["ribosome", "ribosome_2", "nothing"])

@@ -1,0 +1,53 @@
+"""What etpicker's viewers share: headless plotters and the tomogram/slice form fields."""
+from pwem.viewers import EmPlotter
+from pyworkflow.protocol import params
+from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
+
+from ..core import io  # torch-free: MRC memory maps and coordinate files
+
+
+def newPlotter(figsize, windowTitle):
+    """An EmPlotter whose figure our drawing functions lay out themselves."""
+    plotter = EmPlotter(figsize=figsize, windowTitle=windowTitle)
+    plotter.tightLayoutOn = False  # the figures use matplotlib's constrained layout
+    return plotter
+
+
+def middleOrChosen(value, size):
+    """A slice index typed in the form; a negative one means the middle slice."""
+    return size // 2 if value is None or value < 0 else value
+
+
+class EtPickerProtocolViewer(ProtocolViewer):
+    """A form viewer whose figures can also be produced without a GUI.
+
+    ``_visualize(protocol)`` returns the plotters of every display action with the
+    form's default values (what tests and the demo use); the GUI form calls the same
+    actions one by one through ``_getVisualizeDict``.
+    """
+    _environments = [DESKTOP_TKINTER]
+
+    def _tomogramIds(self):
+        """tsIds offered in the form's tomogram list (subclasses say where from)."""
+        raise NotImplementedError
+
+    def _addSliceParams(self, form):
+        form.addParam("tomogram", params.EnumParam, choices=self._tomogramIds(), default=0,
+                      label="Tomogram", help="Tomogram to draw (its tsId).")
+        form.addParam("sliceZ", params.IntParam, default=-1, label="Z slice (voxels)",
+                      help="Index of the XY slice, 0-based; -1 = the middle slice. "
+                           "A few slices around it are averaged to raise the contrast.")
+
+    def _chosenTsId(self):
+        return self._tomogramIds()[self.tomogram.get()]
+
+    @staticmethod
+    def _openTomogram(path):
+        return io.open_tomogram(path)
+
+    def _visualize(self, obj, **kwargs):
+        self.setProtocol(obj)
+        views = []
+        for action in self._getVisualizeDict().values():
+            views += action()
+        return views
