@@ -31,7 +31,7 @@ setup(
     install_requires=["scipion-em-tomo", "mrcfile", "numpy", "matplotlib"],
     extras_require={
         "core": ["torch", "numpy", "scipy", "mrcfile"],
-        "test": ["pytest", "scipion-em-reliontomo"],
+        "test": ["pytest", "pytest-xdist", "scipion-em-reliontomo", "scipion-app"],
     },
     entry_points={"pyworkflow.plugin": "etpicker = etpicker"},
     classifiers=["Programming Language :: Python :: 3",

@@ -146,9 +146,9 @@ def _add_pick(subparsers):
     parser.add_argument("--tomos", required=True, nargs="+", type=Path, metavar="A.mrc")
     parser.add_argument("--out", required=True, type=Path, metavar="PRED_DIR")
     parser.add_argument("--pad", type=int, help="tile margin (default: the model's)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="class probability that makes a voxel "
+    parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability (1 - background) that makes a voxel "
                                                                      "foreground")
-    parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: a quarter "
+    parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: half "
                                                         "of a fully segmented ball's score, per class)")
     parser.add_argument("--min-distance", type=float, help="of two picks closer than this (voxels), keep the "
                                                            "higher score (default: half the class diameter)")

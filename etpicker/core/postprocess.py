@@ -18,7 +18,7 @@ from .labels import paint_labels
 # Scores grow with blob volume but their scale depends on the diameter (pooling passes), so
 # the default threshold is relative: a maximum must reach this fraction of the score of a
 # fully segmented ball of the class diameter. Specks of a few voxels stay far below it.
-DEFAULT_RELATIVE_MIN_SCORE = 0.25
+DEFAULT_RELATIVE_MIN_SCORE = 0.5
 # Maxima of touching particles are pulled ~1-2 voxels towards each other by the pooling,
 # so de-duplicating at a full diameter would merge them; half a diameter does not.
 DEFAULT_MIN_DISTANCE_FACTOR = 0.5
@@ -195,7 +195,7 @@ def mp_nms(class_map, diameters, k=5, floor=0.1, min_score=None, min_distance=No
 
     Returns (class_ids int64 n, zyx float64 n×3, score float64 n), sorted by class then
     decreasing score; positions are refined to sub-voxel precision. Defaults: min_score is
-    0.25 x ideal_score(d) per class, min_distance is half the class diameter. `slab` is the
+    0.5 x ideal_score(d) per class, min_distance is half the class diameter. `slab` is the
     number of z slices processed at once (chosen from a memory budget when None)."""
     device = torch.device(device)
     ids, centres, scores = [], [], []

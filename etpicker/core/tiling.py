@@ -22,9 +22,13 @@ def _axis_tiles(size, patch, pad):
     tiles = []
     for keep_start in range(0, size, stride):
         keep_stop = min(keep_start + stride, size)
-        # The last tile is shifted back so it still ends at the padded border (full context),
-        # unless the volume is too small to fill a tile at all.
-        origin = max(min(keep_start - pad, size + pad - patch), -pad)
+        # Border tiles are shifted inside the volume rather than reflect-padded: the network
+        # was trained on real data only, and mirrored context made it pick ghosts near the
+        # faces. Only a volume smaller than a tile is padded.
+        if size >= patch:
+            origin = min(max(keep_start - pad, 0), size - patch)
+        else:
+            origin = max(min(keep_start - pad, size + pad - patch), -pad)
         tiles.append((origin, keep_start, keep_stop))
     return tiles
 
@@ -71,8 +75,9 @@ def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", thr
             probability_out=None):
     """Segment `volume` (a [z, y, x] array or memory map) into a uint8 class map.
 
-    A voxel gets foreground class c when p_c is the largest foreground probability and
-    p_c >= threshold, otherwise 0. Tiles are read lazily and only one batch of them is in
+    A voxel is foreground when 1 - p_background >= threshold, and then gets the most
+    probable foreground class: thresholding each class alone loses voxels whose
+    probability is shared between similar classes early in training. Tiles are read lazily and only one batch of them is in
     memory at a time. `probability_out`, when given (an array of the volume's shape, e.g. a
     writable memory map), receives the foreground probability 1 - p_background (float32).
     The model is left in eval mode."""
@@ -92,9 +97,10 @@ def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", thr
             logits = model(inputs)
         with torch.no_grad():
             probabilities = torch.softmax(logits.float(), dim=1)
-            best_probability, best_class = probabilities[:, 1:].max(dim=1)
-            labels = torch.where(best_probability >= threshold, best_class + 1, 0).to(torch.uint8).cpu().numpy()
-            foreground = (1 - probabilities[:, 0]).cpu().numpy() if probability_out is not None else None
+            foreground = 1 - probabilities[:, 0]
+            best_class = probabilities[:, 1:].argmax(dim=1)
+            labels = torch.where(foreground >= threshold, best_class + 1, 0).to(torch.uint8).cpu().numpy()
+            foreground = foreground.cpu().numpy() if probability_out is not None else None
         for i, tile in enumerate(chunk):
             inside = tuple(slice(s - o, e - o) for o, s, e in zip(tile.origin, tile.keep_start, tile.keep_stop))
             target = tuple(slice(s, e) for s, e in zip(tile.keep_start, tile.keep_stop))

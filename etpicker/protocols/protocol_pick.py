@@ -88,7 +88,7 @@ class EtPickerProtPick(EtPickerProtBase):
             self._runCore("pick", *args)
         except Exception as error:
             self._forwardStderr(errorFile)
-            message = self._lastLine(errorFile) or str(error)
+            message = self._errorLine(errorFile) or str(error)
             with open(self._failedFile(tsId), "w") as handle:
                 handle.write(message)
             self.error("Picking FAILED on tomogram %s (%s): %s. The other tomograms "
@@ -157,7 +157,7 @@ class EtPickerProtPick(EtPickerProtBase):
         logs = self._getExtraPath("logs")
         if not os.path.isdir(logs):
             return {}
-        return {f[:-len(".failed")]: self._lastLine(os.path.join(logs, f))
+        return {f[:-len(".failed")]: self._errorLine(os.path.join(logs, f))
                 for f in os.listdir(logs) if f.endswith(".failed")}
 
     def _forwardStderr(self, path):
@@ -168,12 +168,14 @@ class EtPickerProtPick(EtPickerProtBase):
             self.warning(text)
 
     @staticmethod
-    def _lastLine(path):
+    def _errorLine(path):
+        """The core's first error line (the cause), else the last line of ``path``."""
         if not os.path.exists(path):
             return ""
         with open(path) as handle:
             lines = [line.strip() for line in handle if line.strip()]
-        return lines[-1] if lines else ""
+        errors = [line for line in lines if line.startswith("etpicker: error:")]
+        return (errors or lines or [""])[0 if errors else -1]
 
     # --------------------------- INFO ----------------------------------------
     def _validate(self):

@@ -20,7 +20,7 @@ WITHOUT_SCIPION = ("import sys, runpy; sys.modules.update(pwem=None, pyworkflow=
                    "sys.argv = ['etpicker'] + sys.argv[1:]; runpy.run_module('etpicker.core', run_name='__main__')")
 # The end-to-end setting: small enough to train on a laptop CPU in well under a minute.
 E2E_SIMULATE = ("--shape", 48, 96, 96, "--snr", 4, "--seed", 0)
-E2E_TRAIN = ("--epochs", 8, "--patch", 32, "--batch", 4, "--widths", "8,16,24,32", "--lr", "5e-3",
+E2E_TRAIN = ("--epochs", 6, "--patch", 32, "--batch", 4, "--widths", "8,16,24,32", "--lr", "5e-3",
              "--diameter", 11, "--pad", 4, "--seed", 0)
 E2E_PICK = ("--min-distance", 8, "--min-score", 0.5)
 
