@@ -272,8 +272,8 @@ def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_fli
     if unknown:
         raise ValueError(f"unknown target maps {unknown}; choose from {sorted(templates)}")
     written = {snr: [] for snr in snrs}
-    for folder in map(lambda s: snr_folder(out, s), snrs):
-        folder.mkdir(parents=True, exist_ok=True)
+    for snr in snrs:
+        snr_folder(out, snr).mkdir(parents=True, exist_ok=True)
     for index in range(n_tomos):
         volumes, truth = simulate_series(templates, shape, snrs, seed + index, targets,
                                          phase_flip=phase_flip)

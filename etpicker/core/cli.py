@@ -113,8 +113,9 @@ def _add_train(subparsers):
     parser.add_argument("--classes", type=_name_list, metavar="A,B",
                         help="class order (default: sorted class names of the coordinates)")
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--max-minutes", type=float, help="wall-clock budget; stops after the epoch that "
-                                                          "would overrun it, keeping the best model")
+    parser.add_argument("--max-minutes", type=float, help="wall-clock budget of the whole run (minutes): the "
+                        "learning rate anneals over it and training stops when it is spent, "
+                        "mid-epoch if need be, keeping the best model")
     parser.add_argument("--patch", type=int, default=72, help="training patch size, a multiple of 8")
     parser.add_argument("--pad", type=int, help="tile margin of validation picking (default patch/6, 12 for "
                                                 "72); the model stores patch/4 (18) for picking")

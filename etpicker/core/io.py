@@ -5,6 +5,7 @@ Torch-free on purpose, so that Scipion-side code may share the CSV and config re
 import csv
 import json
 import math
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,15 @@ def open_tomogram(path) -> Tomogram:
     if not math.isfinite(voxel_size) or voxel_size <= 0:
         voxel_size = 1.0
     return Tomogram(path=path, stem=path.stem, data=data, voxel_size=voxel_size)
+
+
+def release_pages(array):
+    """Let the OS drop the pages of a memory-mapped array that this process has read. They
+    stay in the page cache, but stop counting towards the process's memory, so reading a
+    whole tomogram tile by tile costs one batch of tiles, not the tomogram's size."""
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def write_volume(path, array, voxel_size=1.0):

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from .io import InputError
+from .io import InputError, release_pages
 
 MAX_SAMPLES = 16_000_000
 TAIL_PERCENT = 0.1  # each tail; gold beads and hot pixels live there
@@ -15,7 +15,8 @@ def robust_stats(volume, name="tomogram"):
     Statistics come from a strided subsample (at most ~16 M voxels, so a memory-mapped
     tomogram is never read whole) with the 0.1 % tails on each side left out."""
     step = max(1, math.ceil((volume.size / MAX_SAMPLES) ** (1 / 3)))
-    sample = np.asarray(volume[::step, ::step, ::step], dtype=np.float32).ravel()
+    sample = np.array(volume[::step, ::step, ::step], dtype=np.float32).ravel()
+    release_pages(volume)  # a strided read touches nearly every page of the map
     if sample.size == 0:
         raise InputError(f"{name}: empty volume")
     if not np.isfinite(sample).all():

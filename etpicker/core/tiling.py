@@ -6,7 +6,7 @@ from itertools import product
 import numpy as np
 import torch
 
-from .io import InputError
+from .io import InputError, release_pages
 
 
 @dataclass(frozen=True)
@@ -107,4 +107,5 @@ def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", thr
             class_map[target] = labels[i][inside]
             if foreground is not None:
                 probability_out[target] = foreground[i][inside]
+        release_pages(volume)
     return class_map

@@ -168,11 +168,32 @@ def _save_atomically(obj, path):
     os.replace(temporary, path)
 
 
+def _one_cycle(total_steps, budget, clock, warmup=0.3, start=1 / 25, end=1e-4):
+    """Learning-rate factor per step: cosine warm-up from `start` to 1, then cosine
+    annealing to `end`, over whichever runs out first, the planned steps or the time
+    budget. A run cut short by --max-minutes then still anneals instead of stopping near
+    its peak rate (what a step-sized one-cycle schedule would do)."""
+    def factor(step):
+        progress = step / total_steps
+        if budget is not None:
+            spent = clock["before"] + time.monotonic() - clock["started"]
+            progress = max(progress, spent / budget)
+        progress = min(progress, 1.0)
+        if progress < warmup:
+            return start + (1 - start) * (1 - math.cos(math.pi * progress / warmup)) / 2
+        return end + (1 - end) * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))) / 2
+    return factor
+
+
 def _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler, scaler,
-                 device, amp_dtype, n_channels, ce_weight):
+                 device, amp_dtype, n_channels, ce_weight, deadline=None):
+    """One pass over the plan, or until `deadline` (time.monotonic()): on a slow CPU a
+    single epoch can outlast the whole time budget."""
     model.train()
     total, count = 0.0, 0
     for image, label in sampler.batches(plan, batch):
+        if deadline is not None and count and time.monotonic() > deadline:
+            break
         image, label = augmentation(image.to(device), label.to(device), generator)
         target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
@@ -326,7 +347,10 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
 
     steps_per_epoch = math.ceil(sampler.n_patches / batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    clock = {"started": started, "before": 0.0}  # "before": seconds spent by the runs a resume continues
+    budget = None if max_minutes is None else 60.0 * max_minutes
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _one_cycle(epochs * steps_per_epoch, budget, clock))
     amp_dtype = _autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     rng = np.random.default_rng(seed)
@@ -350,10 +374,10 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         scaler.load_state_dict(checkpoint["scaler"])
         _set_rng_state(checkpoint["rng"], rng, generator)
         history, best, first_epoch = checkpoint["history"], checkpoint["best"], checkpoint["epoch"]
+        clock["before"] = sum(row["seconds"] for row in history)
         log(f"resuming {out} after epoch {first_epoch}/{epochs}")
     write_config(out, config)
 
-    budget = None if max_minutes is None else 60.0 * max_minutes
     stopped_by_budget = False
     n_particles = sum(int(s.trainable.sum()) for s in sources)
     if not resume:
@@ -362,8 +386,10 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     for epoch in range(first_epoch, epochs):
         epoch_started = time.monotonic()
         plan = sampler.epoch_plan(rng)
+        # The budget covers the whole run, resumed parts included (raise it to go on).
+        deadline = None if budget is None else started + budget - clock["before"]
         train_loss = _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler,
-                                  scaler, device, amp_dtype, len(classes) + 1, ce_weight)
+                                  scaler, device, amp_dtype, len(classes) + 1, ce_weight, deadline)
         val_loss = _validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, len(classes) + 1)
         precision, recall, f1 = _validation_scores(model, config, val_sets, pad, batch, device)
         seconds = time.monotonic() - epoch_started
@@ -379,8 +405,9 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
                           "rng": _rng_state(rng, generator)}, checkpoint_path)
         _write_history(out / HISTORY_NAME, history)
         log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {f1:.3f} ({seconds:.1f} s)")
-        elapsed = time.monotonic() - started
-        if budget is not None and epoch + 1 < epochs and elapsed + seconds > budget:
+        elapsed = clock["before"] + time.monotonic() - started
+        # Epochs are cut at the deadline, so the budget is spent on training, not guessed.
+        if budget is not None and epoch + 1 < epochs and elapsed >= budget:
             stopped_by_budget = True
             log(f"time budget of {max_minutes:g} min reached after epoch {epoch + 1}; stopping")
             break

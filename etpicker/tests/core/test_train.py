@@ -28,19 +28,24 @@ def _final_weights(folder):
     return torch.load(folder / train.CHECKPOINT_NAME, weights_only=False)["model"]
 
 
-def test_budget_stop_then_resume_matches_an_uninterrupted_run(data, tmp_path):
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_after_epoch_1(line):
+    if line.startswith("epoch 1/"):  # logged once the epoch's checkpoint is on disk
+        raise Interrupted
+
+
+def test_interrupted_run_resumes_to_the_same_result_as_an_uninterrupted_one(data, tmp_path):
     torch.set_num_threads(1)
     whole = train.train(*data, tmp_path / "whole", seed=5, **TINY)
     assert whole["epochs_done"] == 3 and not whole["stopped_by_budget"]
 
     parts = tmp_path / "parts"
-    stopped = train.train(*data, parts, seed=5, max_minutes=1e-6, **TINY)
-    assert stopped["stopped_by_budget"] and stopped["epochs_done"] == 1
+    with pytest.raises(Interrupted):
+        train.train(*data, parts, seed=5, **dict(TINY, log=_interrupt_after_epoch_1))
     assert [row["epoch"] for row in _history(parts)] == ["1"]
-    model, config = load_model(parts)  # the early stop left a usable model
-    assert config["classes"] == ["large", "medium", "small"] and config["widths"] == [4, 8, 8, 8]
-    picked = pick_tomogram(model, config, io.open_tomogram(data[0][0]))
-    assert set(picked.names) <= set(config["classes"])
 
     resumed = train.train(*data, parts, seed=5, resume=True, **TINY)
     assert resumed["epochs_done"] == 3
@@ -51,6 +56,19 @@ def test_budget_stop_then_resume_matches_an_uninterrupted_run(data, tmp_path):
             [float(r[column]) for r in _history(tmp_path / "whole")], rel=1e-4)
     for key, value in _final_weights(tmp_path / "whole").items():
         assert torch.allclose(value, _final_weights(parts)[key], atol=1e-5), key
+
+
+def test_time_budget_cuts_even_the_first_epoch_and_leaves_a_usable_model(data, tmp_path):
+    torch.set_num_threads(1)
+    stopped = train.train(*data, tmp_path, seed=5, max_minutes=1e-6, **dict(TINY, batch=1))
+    assert stopped["stopped_by_budget"] and stopped["epochs_done"] == 1
+    # one optimiser step, not the dozen a full epoch of batch-1 patches would take
+    checkpoint = torch.load(tmp_path / train.CHECKPOINT_NAME, weights_only=False)
+    assert checkpoint["scheduler"]["last_epoch"] == 1
+    model, config = load_model(tmp_path)
+    assert config["classes"] == ["large", "medium", "small"] and config["widths"] == [4, 8, 8, 8]
+    picked = pick_tomogram(model, config, io.open_tomogram(data[0][0]))
+    assert set(picked.names) <= set(config["classes"])
 
 
 def test_another_seed_trains_differently(data, tmp_path):
@@ -109,3 +127,15 @@ def test_classes_and_diameters_are_checked():
 def test_files_are_paired_by_stem(data, tmp_path):
     with pytest.raises(io.InputError, match="no --coords file named t.csv"):
         train.pair_by_stem(data[0], [tmp_path / "other.csv"])
+
+
+def test_learning_rate_anneals_over_the_time_budget_when_it_is_shorter_than_the_epochs():
+    clock = {"started": 0.0, "before": 0.0}
+    by_steps = train._one_cycle(1000, None, clock)
+    assert by_steps(0) == pytest.approx(1 / 25) and by_steps(300) == pytest.approx(1.0)
+    assert by_steps(1000) == pytest.approx(1e-4)
+    by_time = train._one_cycle(1000, budget=60.0, clock=clock)
+    clock["started"] = train.time.monotonic() - 18.0  # 30 % of the budget spent at step 10
+    assert by_time(10) == pytest.approx(1.0, abs=1e-3)
+    clock["before"] = 60.0  # a resumed run whose earlier parts spent the whole budget
+    assert by_time(10) == pytest.approx(1e-4)
