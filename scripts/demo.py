@@ -23,7 +23,7 @@ SPLITS = {"train": 2, "validation": 1, "test": 2}  # tomograms per use
 # ~100 particles per tomogram: each training epoch visits every annotated particle once.
 SHAPE = (64, 128, 128)  # z, y, x voxels
 VOXEL_SIZE = 10.0  # Å
-TOLERANCE = 40.0  # Å: half the radius of the smallest class (8 voxels across)
+TOLERANCE = 40.0  # Å: the radius of the smallest class (8 voxels across), a quarter of the largest's diameter
 # Small patches keep a CPU epoch to about a minute; tiles must stay larger than 2 x pad.
 TRAINING = dict(patch=32, pad=6, batch=4, learningRate=3e-3)
 PICKING = dict(pad=6)
@@ -33,8 +33,8 @@ def parseArgs():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "demo_output"),
                         help="folder for the data, the Scipion project and the figures")
-    parser.add_argument("--minutes", type=float, default=6.0,
-                        help="training time budget in minutes (default 6)")
+    parser.add_argument("--minutes", type=float, default=8.0,
+                        help="training time budget in minutes (default 8)")
     parser.add_argument("--epochs", type=int, default=40,
                         help="most training epochs (the time budget usually stops first)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")

@@ -209,4 +209,9 @@ def mp_nms(class_map, diameters, k=5, floor=0.1, min_score=None, min_distance=No
         ids.append(np.full(len(kept), class_id, dtype=np.int64))
         centres.append(zyx[kept])
         scores.append(score[kept].astype(np.float64))
-    return np.concatenate(ids), np.concatenate(centres).reshape(-1, 3), np.concatenate(scores)
+    ids, centres, scores = np.concatenate(ids), np.concatenate(centres).reshape(-1, 3), np.concatenate(scores)
+    # One particle whose voxels the network shared between two classes gives a maximum in
+    # each: the class owning more of it (the higher pooled score) keeps the pick.
+    distance = DEFAULT_MIN_DISTANCE_FACTOR * min(diameters) if min_distance is None else min_distance
+    kept = np.sort(deduplicate(centres, scores, distance))
+    return ids[kept], centres[kept], scores[kept]

@@ -77,3 +77,13 @@ def test_an_over_segmented_volume_gives_a_few_picks_not_one_per_voxel():
 def test_empty_map_gives_no_particles():
     ids, zyx, score = mp_nms(np.zeros((10, 10, 10), np.uint8), [5, 7])
     assert ids.shape == (0,) and zyx.shape == (0, 3) and score.shape == (0,)
+
+
+def test_a_particle_shared_between_two_classes_is_picked_once_as_the_majority_class():
+    class_map = np.zeros((32, 32, 32), dtype=np.uint8)
+    ball, _ = paint_labels((32, 32, 32), [[16, 16, 16]], [1], [13], "ball")
+    class_map[ball > 0] = 2
+    class_map[:, :, :13][ball[:, :, :13] > 0] = 1  # a slice of the particle went to class 1
+    ids, zyx, score = mp_nms(class_map, [13, 13], min_score=0.05)  # both classes have maxima
+    assert list(ids) == [2]
+    assert np.abs(zyx[0] - 16).max() <= 2
