@@ -83,18 +83,11 @@ class Runner:
 
     def run(self, protocolClass, label, inputs=None, **params):
         """inputs: {attribute: output(...) or [output(...), ...]} links to earlier runs."""
-        from pyworkflow.object import Pointer
+        from etpicker.protocols.protocol_base import linkInputs
 
         protocol = self.project.newProtocol(protocolClass, **params)
         protocol.setObjLabel(label)  # newProtocol ignores an objLabel keyword
-        for attribute, value in (inputs or {}).items():
-            if isinstance(value, list):
-                for producer, name in value:
-                    getattr(protocol, attribute).append(Pointer(producer, extended=name))
-            else:
-                producer, name = value
-                getattr(protocol, attribute).set(producer)
-                getattr(protocol, attribute).setExtended(name)
+        linkInputs(protocol, inputs or {})
         started = time.time()
         log("running '%s' ..." % label)
         self.project.launchProtocol(protocol, wait=True)

@@ -2,11 +2,12 @@
 import shlex
 
 from pwem.protocols import EMProtocol
+from pyworkflow.object import Pointer
 from pyworkflow.protocol import params
 from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
-from ..constants import VOXEL_SIZE_TOLERANCE
+from ..constants import LABEL_TYPES, VOXEL_SIZE_TOLERANCE
 
 
 class EtPickerProtBase(EMProtocol, ProtTomoBase):
@@ -20,6 +21,18 @@ class EtPickerProtBase(EMProtocol, ProtTomoBase):
         form.addHidden(params.GPU_LIST, params.StringParam, default="0",
                        label="GPU IDs",
                        help="GPU to use (the first one listed is used), e.g. 0.")
+
+    def _defineLabelParams(self, form):
+        """Label type and diameters: weak labels and train paint the same masks."""
+        form.addParam("labelType", params.EnumParam, choices=LABEL_TYPES, default=0,
+                      label="Label type",
+                      help="tball (truncated ball, recommended), ball, cubic or gaussian.")
+        form.addParam("diameters", params.StringParam, default="",
+                      label="Label diameter (Å)",
+                      help="Weak-label diameter in Å: one value for all classes or one per "
+                           "class (comma separated), converted to voxels with the "
+                           "tomograms' sampling rate. A constant 7-11 voxels, smaller than "
+                           "the particle, works well. Empty: the core's default in voxels.")
 
     def _useGpu(self):
         return bool(self.getAttributeValue(params.USE_GPU, False))
@@ -55,6 +68,19 @@ class EtPickerProtBase(EMProtocol, ProtTomoBase):
                     "train a model on tomograms at %.3f Å/voxel."
                     % (samplingRate, voxelSize, voxelSize, samplingRate)]
         return []
+
+
+def linkInputs(protocol, inputs):
+    """Point a new protocol's inputs at earlier runs' outputs, naming the output (downstream
+    runs need the name): ``{attribute: (run, output name) or [(run, output name), ...]}``."""
+    for attribute, value in inputs.items():
+        if isinstance(value, list):
+            for producer, name in value:
+                getattr(protocol, attribute).append(Pointer(producer, extended=name))
+        else:
+            producer, name = value
+            getattr(protocol, attribute).set(producer)
+            getattr(protocol, attribute).setExtended(name)
 
 
 def quote(value):

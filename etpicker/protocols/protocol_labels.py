@@ -29,15 +29,7 @@ class EtPickerProtLabels(EtPickerProtBase):
                       label="Annotated coordinates (one set per class)",
                       help="Particle centres; each set is one class, named after the set's "
                            "label (or the run that made it).")
-        form.addParam("labelType", params.EnumParam, choices=LABEL_TYPES, default=0,
-                      label="Label type",
-                      help="tball (truncated ball, recommended), ball, cubic or gaussian.")
-        form.addParam("diameters", params.StringParam, default="",
-                      label="Label diameter (Å)",
-                      help="Diameter of each weak label in Å: one value for all classes or "
-                           "one per class (comma separated). Converted to voxels with the "
-                           "tomograms' sampling rate. A constant 7–11 voxels, smaller than "
-                           "the particle, works well. Empty: the core's default in voxels.")
+        self._defineLabelParams(form)
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.labelStep)

@@ -50,15 +50,7 @@ class EtPickerProtTrain(EtPickerProtBase):
                            "of starting from random weights.")
 
         form.addSection(label="Labels")
-        form.addParam("labelType", params.EnumParam, choices=LABEL_TYPES, default=0,
-                      label="Label type",
-                      help="tball (truncated ball, recommended), ball, cubic or gaussian.")
-        form.addParam("diameters", params.StringParam, default="",
-                      label="Label diameter (Å)",
-                      help="Weak-label diameter in Å: one value for all classes or one per "
-                           "class (comma separated), converted to voxels with the "
-                           "tomograms' sampling rate. A constant 7-11 voxels, smaller than "
-                           "the particle, works well. Empty: the core's default in voxels.")
+        self._defineLabelParams(form)
 
         form.addSection(label="Training")
         form.addParam("patch", params.IntParam, default=72, label="Patch size (voxels)",

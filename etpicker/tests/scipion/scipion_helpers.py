@@ -9,8 +9,9 @@ import sys
 
 import mrcfile
 import numpy as np
-from pyworkflow.object import Pointer
 from tomo.protocols import ProtImportTomograms, ProtImportCoordinates3D
+
+from etpicker.protocols.protocol_base import linkInputs
 
 
 def output(protocol, name):
@@ -22,14 +23,7 @@ def new_protocol(test, protocol_class, inputs=None, **params):
     """``test.newProtocol`` with its pointer inputs naming the outputs they point to
     (downstream runs need the name): ``inputs={attr: output(...) or [output(...), ...]}``."""
     prot = test.newProtocol(protocol_class, **params)
-    for attr, value in (inputs or {}).items():
-        if isinstance(value, list):
-            for producer, name in value:
-                getattr(prot, attr).append(Pointer(producer, extended=name))
-        else:
-            producer, name = value
-            getattr(prot, attr).set(producer)
-            getattr(prot, attr).setExtended(name)
+    linkInputs(prot, inputs or {})
     return prot
 
 
