@@ -24,6 +24,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from etpicker.core.simulate import fourier_frequencies, missing_wedge_mask
+
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "templates_10A"
 VOXEL_SIZE = 10.0  # Å; the maps' sampling
 DEFAULT_TARGETS = ("4v4r", "3j9i", "1bxn")
@@ -194,36 +196,21 @@ def ctf(frequency, defocus_um=-3.0, kilovolts=300.0, cs_mm=2.7, amplitude_contra
     return -(np.sqrt(1 - amplitude_contrast ** 2) * np.sin(chi) + amplitude_contrast * np.cos(chi))
 
 
-def fourier_grids(shape):
-    kz = np.fft.fftfreq(shape[0])[:, None, None]
-    ky = np.fft.fftfreq(shape[1])[None, :, None]
-    kx = np.fft.rfftfreq(shape[2])[None, None, :]
-    return kz, ky, kx
-
-
-def wedge_mask(shape, max_tilt_deg=60.0):
-    """Fourier samples a ±max_tilt tilt series about y measures (beam along z)."""
-    kz, _, kx = fourier_grids(shape)
-    sampled = np.abs(kz) <= np.tan(np.radians(max_tilt_deg)) * np.abs(kx)
-    sampled = sampled | ((kz == 0) & (kx == 0))
-    return np.broadcast_to(sampled, (shape[0], shape[1], shape[2] // 2 + 1))
-
-
 def imaged_signal(density, phase_flip=False):
     """The clean density as the microscope and reconstruction render it (wedge + CTF)."""
-    kz, ky, kx = fourier_grids(density.shape)
+    kz, ky, kx = fourier_frequencies(density.shape)
     frequency = np.sqrt(kz ** 2 + ky ** 2 + kx ** 2) / VOXEL_SIZE
     transfer = ctf(frequency)
     if phase_flip:
         transfer = np.abs(transfer)
-    transfer = transfer * wedge_mask(density.shape)
+    transfer = transfer * missing_wedge_mask(density.shape)
     return np.fft.irfftn(np.fft.rfftn(density) * transfer, s=density.shape).astype(np.float32)
 
 
 def add_noise(signal, snr, rng):
     """Noise measured through the same wedge, scaled so var(signal)/var(noise) = snr."""
     white = rng.standard_normal(signal.shape, dtype=np.float32)
-    noise = np.fft.irfftn(np.fft.rfftn(white) * wedge_mask(signal.shape), s=signal.shape)
+    noise = np.fft.irfftn(np.fft.rfftn(white) * missing_wedge_mask(signal.shape), s=signal.shape)
     noise *= np.sqrt(signal.var() / snr) / noise.std()
     return (signal + noise).astype(np.float32)
 

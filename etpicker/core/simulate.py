@@ -101,7 +101,8 @@ def _render(volume, centre_zyx, shape: Shape, rotation: Rotation):
     volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] += shape.amplitude * density
 
 
-def _frequencies(shape):
+def fourier_frequencies(shape):
+    """kz, ky, kx grids (cycles/voxel) broadcasting to the rfft layout of `shape`."""
     kz = scipy.fft.fftfreq(shape[0])[:, None, None]
     ky = scipy.fft.fftfreq(shape[1])[None, :, None]
     kx = scipy.fft.rfftfreq(shape[2])[None, None, :]
@@ -114,14 +115,14 @@ def missing_wedge_mask(shape, max_tilt_degrees=60.0):
     A tilt by theta about y measures the central plane normal to the tilted beam, so a
     component (kx, ky, kz) is measured when |kz| <= tan(max tilt) * |kx|.
     """
-    kz, _, kx = _frequencies(shape)
+    kz, _, kx = fourier_frequencies(shape)
     mask = np.abs(kz) <= np.tan(np.radians(max_tilt_degrees)) * np.abs(kx) + 1e-9
     return np.broadcast_to(mask, (shape[0], shape[1], shape[2] // 2 + 1))
 
 
 def ctf(shape, voxel_size, defocus_um=4.0, amplitude_contrast=0.07, b_factor=1600.0):
     """A 300 kV phase-contrast transfer function with a B-factor envelope (rfft layout)."""
-    kz, ky, kx = _frequencies(shape)
+    kz, ky, kx = fourier_frequencies(shape)
     f2 = (kz ** 2 + ky ** 2 + kx ** 2) / voxel_size ** 2  # 1/Å^2
     wavelength = 0.0197  # Å at 300 kV
     chi = np.pi * wavelength * defocus_um * 1e4 * f2
