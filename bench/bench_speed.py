@@ -33,7 +33,8 @@ from etpicker.core import __version__, io  # noqa: E402
 from etpicker.core.labels import paint_labels  # noqa: E402
 from etpicker.core.losses import soft_dice_loss, soft_target  # noqa: E402
 from etpicker.core.model import DEFAULT_WIDTHS, ResUNet3D  # noqa: E402
-from etpicker.core.pick import WEIGHTS_NAME, build_model, resolve_device  # noqa: E402
+from etpicker.core.device import AMP_MODES, autocast, autocast_dtype, resolve_device  # noqa: E402
+from etpicker.core.pick import WEIGHTS_NAME, build_model  # noqa: E402
 from etpicker.core.postprocess import mp_nms  # noqa: E402
 from etpicker.core.tiling import segment, tile_origins  # noqa: E402
 
@@ -123,18 +124,23 @@ def child_nms(args):
     print(json.dumps({"seconds": time.perf_counter() - started, "found": found}))
 
 
+def precision_name(amp_dtype):
+    return "float32" if amp_dtype is None else str(amp_dtype).removeprefix("torch.")
+
+
 def bench_inference(args, device, out):
     shape = (40, 72, 72) if args.quick else (200, 512, 512)
     patch, pad, batch = 72, 18, args.batch
     model = ResUNet3D(N_CLASSES).to(device)
     total_tiles = len(tile_origins(shape, patch, pad))
+    amp_dtype = autocast_dtype(device, args.amp)
     log(f"\n[inference] segment(), default widths, patch {patch}, pad {pad}, batch {batch}, "
-        f"{device}")
+        f"{device}, {precision_name(amp_dtype)}")
 
     # A first timed batch tells whether the whole volume fits the time budget; if not,
     # the throughput is measured on a sub-volume of whole strides and extrapolated.
     probe = torch.randn(batch, 1, patch, patch, patch, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, amp_dtype):
         model.eval()(probe[:1])  # warm-up
         synchronise(device)
         started = time.perf_counter()
@@ -153,7 +159,7 @@ def bench_inference(args, device, out):
                                                                    dtype=np.float32))
     volume = np.load(volume_path, mmap_mode="r")
     started = time.perf_counter()
-    segment(model, volume, 0.0, 1.0, patch, pad, batch=batch, device=device)
+    segment(model, volume, 0.0, 1.0, patch, pad, batch=batch, device=device, amp_dtype=amp_dtype)
     synchronise(device)
     seconds = time.perf_counter() - started
     measured_tiles = len(tile_origins(measured_shape, patch, pad))
@@ -220,20 +226,17 @@ def bench_train(args, device):
     ids = torch.from_numpy(np.stack([p[0] for p in painted])).to(device)
     weight = torch.from_numpy(np.stack([p[1] for p in painted])).to(device)
     target = soft_target(ids, weight, N_CLASSES + 1)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    amp_dtype = autocast_dtype(device, args.amp)
 
     def step():
         optimiser.zero_grad(set_to_none=True)
-        if amp:
-            with amp:
-                logits = model(images)
-        else:
+        with autocast(device, amp_dtype):
             logits = model(images)
         soft_dice_loss(logits, target).backward()
         optimiser.step()
 
     log(f"\n[train] one step: batch {batch}, patch {patch}, default widths, forward + "
-        f"backward + AdamW, {device}")
+        f"backward + AdamW, {device}, {precision_name(amp_dtype)}")
     step()  # warm-up
     synchronise(device)
     times = []
@@ -312,6 +315,8 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS)
     parser.add_argument("--batch", type=int, default=4, help="inference tiles per batch")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps")
+    parser.add_argument("--amp", choices=AMP_MODES, default="auto",
+                        help="mixed precision, as the core's --amp")
     parser.add_argument("--max-seconds", type=float, default=300.0,
                         help="time budget of the inference measurement (default %(default)s)")
     parser.add_argument("--max-memory-minutes", type=float, default=15.0,

@@ -3,7 +3,9 @@
 Target proteins (the classes to pick) are placed among many non-target proteins,
 membrane vesicles and gold beads, crowded but not overlapping, in random orientations.
 The volume then goes through a ±60° missing wedge (tilt axis y, beam along z), a
-phase-contrast CTF (300 kV, 10 Å voxels) and wedge-limited Gaussian noise at a chosen SNR.
+phase-contrast CTF (300 kV, 10 Å voxels) and wedge-limited Gaussian noise at a chosen SNR:
+the variance of the imaged proteins (targets and others, not vesicles or gold) over that of
+the noise.
 
 Usage:
     python bench/realistic.py --out DIR [--n-tomos 4] [--shape 128 256 256] [--snr 0.1 ...]
@@ -15,6 +17,7 @@ writes DIR/snr<S>/<stem>.mrc with the targets' ground truth DIR/snr<S>/<stem>.cs
 
 import argparse
 import csv
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,8 @@ VOXEL_SIZE = 10.0  # Å; the maps' sampling
 DEFAULT_TARGETS = ("4v4r", "3j9i", "1bxn")
 # Subunits of a target would be ambiguous distractors, so they are left out.
 EXCLUDED_MAPS = ("4v4r_30S", "4v4r_50S")
+SERIES_RECORD = "series.json"  # the parameters a folder of tomograms was made with
+SERIES_VERSION = 2  # raise when the simulation changes, so that old series are remade
 MAP_FLOOR = 0.05  # fraction of a map's maximum below which it counts as solvent
 
 VESICLE_AMPLITUDE = 0.8  # lipid head groups, relative to a protein's peak density
@@ -151,19 +156,21 @@ def paste(volume, block, centre):
 
 def place_objects(shape, templates, targets, rng, target_count, distractor_count,
                   n_vesicles, n_gold):
-    """Clean density of a crowded tomogram and the targets' centres as (name, z, y, x)."""
-    volume = np.zeros(shape, np.float32)
+    """Clean densities of a crowded tomogram, (proteins, vesicles and gold), and the
+    targets' centres as (name, z, y, x)."""
+    context = np.zeros(shape, np.float32)
     placer = Placer(shape, rng)
     for _ in range(n_vesicles):
         radius = rng.uniform(15, 35)
         centre = placer.place(radius + 4, hollow=True)
         if centre is not None:
-            paste(volume, vesicle_shell(radius), centre)
+            paste(context, vesicle_shell(radius), centre)
     for _ in range(n_gold):
         radius = rng.uniform(2.5, 5)
         centre = placer.place(radius + 2)
         if centre is not None:
-            paste(volume, gold_bead(radius), centre)
+            paste(context, gold_bead(radius), centre)
+    volume = np.zeros(shape, np.float32)
 
     others = [name for name in templates if name not in targets]
     # Targets first, so that their counts do not depend on luck; within each group large
@@ -181,7 +188,7 @@ def place_objects(shape, templates, targets, rng, target_count, distractor_count
         paste(volume, rotated(template, Rotation.random(random_state=rng)), centre)
         if name in targets:
             truth.append((name, *centre))
-    return volume, truth
+    return volume, context, truth
 
 
 def ctf(frequency, defocus_um=-3.0, kilovolts=300.0, cs_mm=2.7, amplitude_contrast=0.07):
@@ -207,11 +214,11 @@ def imaged_signal(density, phase_flip=False):
     return np.fft.irfftn(np.fft.rfftn(density) * transfer, s=density.shape).astype(np.float32)
 
 
-def add_noise(signal, snr, rng):
-    """Noise measured through the same wedge, scaled so var(signal)/var(noise) = snr."""
+def add_noise(signal, reference_variance, snr, rng):
+    """Noise measured through the same wedge, scaled so reference_variance/var(noise) = snr."""
     white = rng.standard_normal(signal.shape, dtype=np.float32)
     noise = np.fft.irfftn(np.fft.rfftn(white) * missing_wedge_mask(signal.shape), s=signal.shape)
-    noise *= np.sqrt(signal.var() / snr) / noise.std()
+    noise *= np.sqrt(reference_variance / snr) / noise.std()
     return (signal + noise).astype(np.float32)
 
 
@@ -224,11 +231,15 @@ def simulate_series(templates, shape, snrs, seed, targets=DEFAULT_TARGETS, targe
     scale = voxels / (128 * 256 * 256)
     target_count = target_count or max(1, round(35 * scale))
     distractor_count = distractor_count or max(1, round(300 * scale))
-    density, truth = place_objects(shape, templates, targets, rng, target_count,
-                                   distractor_count, n_vesicles=max(1, round(3 * scale)),
-                                   n_gold=max(1, round(8 * scale)))
-    signal = imaged_signal(density, phase_flip)
-    volumes = {snr: add_noise(signal, snr, np.random.default_rng([seed, int(snr * 1e6)]))
+    proteins, context, truth = place_objects(shape, templates, targets, rng, target_count,
+                                             distractor_count, n_vesicles=max(1, round(3 * scale)),
+                                             n_gold=max(1, round(8 * scale)))
+    protein_signal = imaged_signal(proteins, phase_flip)
+    signal = protein_signal + imaged_signal(context, phase_flip)
+    # The SNR is the proteins' signal over the noise: noise comes from the dose, so adding gold
+    # or membranes (about half the signal variance here) must not make it louder.
+    reference = protein_signal.var()
+    volumes = {snr: add_noise(signal, reference, snr, np.random.default_rng([seed, int(snr * 1e6)]))
                for snr in snrs}
     return volumes, truth
 
@@ -258,21 +269,35 @@ def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_fli
     unknown = [name for name in targets if name not in templates]
     if unknown:
         raise ValueError(f"unknown target maps {unknown}; choose from {sorted(templates)}")
-    written = {snr: [] for snr in snrs}
+    # Benchmark variants reuse a series made with the same parameters (minutes per tomogram).
+    params = {"n_tomos": n_tomos, "shape": list(shape), "seed": seed, "targets": list(targets),
+              "phase_flip": phase_flip, "version": SERIES_VERSION}
+    written = {snr: [(snr_folder(out, snr) / f"tomo_{i:02d}.mrc", snr_folder(out, snr) / f"tomo_{i:02d}.csv")
+                     for i in range(n_tomos)] for snr in snrs}
+    if all(_series_matches(snr_folder(out, snr), params) for snr in snrs):
+        log(f"reusing the tomograms in {out}")
+        return written
     for snr in snrs:
         snr_folder(out, snr).mkdir(parents=True, exist_ok=True)
+        (snr_folder(out, snr) / SERIES_RECORD).unlink(missing_ok=True)
     for index in range(n_tomos):
         volumes, truth = simulate_series(templates, shape, snrs, seed + index, targets,
                                          phase_flip=phase_flip)
         stem = f"tomo_{index:02d}"
         for snr, volume in volumes.items():
-            folder = snr_folder(out, snr)
-            write_tomogram(folder / f"{stem}.mrc", volume)
-            write_truth(folder / f"{stem}.csv", truth)
-            written[snr].append((folder / f"{stem}.mrc", folder / f"{stem}.csv"))
+            mrc_path, csv_path = written[snr][index]
+            write_tomogram(mrc_path, volume)
+            write_truth(csv_path, truth)
         counts = {name: sum(row[0] == name for row in truth) for name in targets}
         log(f"{stem}: {counts}", flush=True)
+    for snr in snrs:
+        (snr_folder(out, snr) / SERIES_RECORD).write_text(json.dumps(params))
     return written
+
+
+def _series_matches(folder, params):
+    record = folder / SERIES_RECORD
+    return record.is_file() and json.loads(record.read_text()) == params
 
 
 def main(argv=None):

@@ -13,13 +13,14 @@ import mrcfile
 import numpy as np
 
 from . import __version__
+from .device import AMP_MODES, resolve_device
 from .io import Coords, InputError, check_inside, open_tomogram, read_coords, write_coords, write_volume
 from .labels import LABEL_TYPES, paint_labels
 from .metrics import evaluate, scores
 from .model import DEFAULT_WIDTHS
-from .pick import load_model, pick_tomogram, resolve_device
+from .pick import load_model, pick_tomogram
 from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
-from .train import DEFAULT_DIAMETER, class_order, expand_diameters, train
+from .train import DEFAULT_DIAMETER, DEFAULT_HARD_NEGATIVE_FRACTION, class_order, expand_diameters, train
 
 DEFAULT_EVALUATE_DIAMETER = 12
 
@@ -122,6 +123,11 @@ def _add_train(subparsers):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
     parser.add_argument("--ce-weight", type=float, default=0.0, help="weight of cross-entropy added to Dice")
+    parser.add_argument("--hard-negatives", type=float, default=DEFAULT_HARD_NEGATIVE_FRACTION,
+                        help="patches centred on blobs away from every annotation (other macromolecules), per "
+                             "particle patch (default %(default)s: none; experimental, it did not help short CPU "
+                             "runs). Assumes the annotations are complete")
+    _add_amp(parser)
     parser.add_argument("--widths", type=lambda t: _number_list(t, int), default=list(DEFAULT_WIDTHS),
                         metavar="W1,W2,W3,W4", help="channels per network level")
     parser.add_argument("--seed", type=int, default=0)
@@ -137,7 +143,14 @@ def _train(args):
           val_fraction=args.val_fraction, diameters=args.diameter, label_type=args.label_type,
           classes=args.classes, epochs=args.epochs, max_minutes=args.max_minutes, patch=args.patch,
           pad=args.pad, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
-          init_model=args.init_model, widths=args.widths, ce_weight=args.ce_weight)
+          init_model=args.init_model, widths=args.widths, ce_weight=args.ce_weight,
+          hard_negative_fraction=args.hard_negatives, amp=args.amp)
+
+
+def _add_amp(parser):
+    parser.add_argument("--amp", choices=AMP_MODES, default="auto",
+                        help="mixed precision. auto: the network runs in bfloat16 (float16) on a GPU and on CPUs "
+                             "with native bfloat16 (about twice as fast there), else in float32; off: float32")
 
 
 def _add_pick(subparsers):
@@ -149,12 +162,14 @@ def _add_pick(subparsers):
     parser.add_argument("--pad", type=int, help="tile margin (default: the model's)")
     parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability (1 - background) that makes a voxel "
                                                                      "foreground")
-    parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: half "
-                                                        "of a fully segmented ball's score, per class)")
+    parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: the "
+                                                        "fraction of a fully segmented ball's score, per class, "
+                                                        "that gave the best validation F1 in training)")
     parser.add_argument("--min-distance", type=float, help="of two picks closer than this (voxels), keep the "
                                                            "higher score (default: half the class diameter)")
     parser.add_argument("--batch", type=int, default=4, help="tiles per network call")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    _add_amp(parser)
     parser.add_argument("--save-probability", action="store_true",
                         help="also write PRED_DIR/<stem>_probability.mrc (foreground probability)")
     parser.set_defaults(run=_pick)
@@ -179,7 +194,8 @@ def _pick(args):
             try:
                 coords = pick_tomogram(model, config, tomogram, pad=args.pad, threshold=args.threshold,
                                        min_score=args.min_score, min_distance=args.min_distance,
-                                       batch=args.batch, device=device, probability_out=probability)
+                                       batch=args.batch, device=device, probability_out=probability,
+                                       amp=args.amp)
             finally:
                 if probability is not None:
                     probability_file.close()

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,4 +175,7 @@ def read_config(folder) -> dict:
 def write_config(folder, config: dict):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    # Training rewrites the config when validation improves: never leave half a file.
+    temporary = folder / (CONFIG_NAME + ".tmp")
+    temporary.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(temporary, folder / CONFIG_NAME)

@@ -4,32 +4,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .device import autocast_dtype
 from .io import Coords, InputError, read_config
 from .model import ResUNet3D
 from .normalise import robust_stats
-from .postprocess import mp_nms
+from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, mp_nms
 from .tiling import segment
 
 WEIGHTS_NAME = "weights.pt"
-
-
-def resolve_device(name="auto"):
-    """'auto' (first GPU when there is one, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
-    name = str(name).strip().lower()
-    if name == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; use auto, cpu or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {name} requested but no CUDA GPU is available")
-        if (device.index or 0) >= torch.cuda.device_count():
-            raise InputError(f"device {name} requested but only {torch.cuda.device_count()} GPU(s) exist")
-    elif device.type != "cpu":
-        raise InputError(f"unsupported device {name!r}; use auto, cpu or cuda:N")
-    return device
 
 
 def build_model(config):
@@ -62,13 +44,21 @@ def load_model(model_dir, device="cpu"):
 
 
 def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score=None, min_distance=None,
-                  batch=4, device="cpu", probability_out=None):
-    """Coords (x, y, z in voxels, class names from the config, MP-NMS scores) of one tomogram."""
+                  batch=4, device="cpu", probability_out=None, relative_min_score=None, amp="auto"):
+    """Coords (x, y, z in voxels, class names from the config, MP-NMS scores) of one tomogram.
+
+    Without `min_score` (absolute), maxima below `relative_min_score` x a fully segmented
+    ball's score are dropped; its default is the one training tuned on validation data."""
     pad = config["pad"] if pad is None else pad
+    if relative_min_score is None:
+        relative_min_score = config.get("relative_min_score", DEFAULT_RELATIVE_MIN_SCORE)
     centre, scale = robust_stats(tomogram.data, name=str(tomogram.path))
+    device = torch.device(device)
     class_map = segment(model, tomogram.data, centre, scale, config["patch"], pad, batch=batch, device=device,
-                        threshold=threshold, probability_out=probability_out)
+                        threshold=threshold, probability_out=probability_out,
+                        amp_dtype=autocast_dtype(device, amp))
     class_ids, zyx, score = mp_nms(class_map, config["diameters"], min_score=min_score,
-                                   min_distance=min_distance, device=device)
+                                   min_distance=min_distance, device=device,
+                                   relative_min_score=relative_min_score)
     names = np.asarray(config["classes"], dtype=str)[class_ids - 1] if len(class_ids) else np.array([], str)
     return Coords(names, zyx[:, ::-1].copy(), score)

@@ -1,4 +1,5 @@
-"""Training patches: one per annotated particle (random offset) plus some background ones.
+"""Training patches: one per annotated particle (random offset) plus background ones, some
+at random places and some centred on hard negatives (blobs away from the annotations).
 
 Patches are read from the tomogram's memory map one at a time and standardised with the
 tomogram's robust statistics; labels are painted for the patch box only.
@@ -27,6 +28,7 @@ class PatchSource:
     class_ids: np.ndarray
     trainable: np.ndarray
     limit_zyx: tuple
+    negatives_zyx: np.ndarray = None  # hard-negative centres (negatives.hard_negatives)
 
 
 def patch_origin(centre_zyx, patch, limit_zyx):
@@ -36,24 +38,41 @@ def patch_origin(centre_zyx, patch, limit_zyx):
 
 
 class PatchSampler:
-    def __init__(self, sources, diameters, label_type, patch, background_fraction=0.15):
+    """Per epoch: every trainable particle once, `background_fraction` x as many random
+    background patches and `hard_negative_fraction` x as many patches on hard negatives
+    (random background instead when a source has none)."""
+
+    def __init__(self, sources, diameters, label_type, patch, background_fraction=0.15,
+                 hard_negative_fraction=0.0):
         self.sources = sources
         self.diameters = list(diameters)
         self.label_type = label_type
         self.patch = patch
         self.max_offset = patch // 5
         n_particles = sum(int(source.trainable.sum()) for source in sources)
+        self.n_hard = int(round(hard_negative_fraction * n_particles))
         self.n_background = int(round(background_fraction * n_particles))
-        self.n_patches = n_particles + self.n_background
+        self.n_patches = n_particles + self.n_background + self.n_hard
+        self.negatives = [(index, centre) for index, source in enumerate(sources)
+                          if source.negatives_zyx is not None for centre in source.negatives_zyx]
+
+    def _around(self, index, centre, rng):
+        offset = rng.integers(-self.max_offset, self.max_offset + 1, size=3)
+        return index, patch_origin(centre + offset, self.patch, self.sources[index].limit_zyx)
 
     def epoch_plan(self, rng):
         """(source index, patch origin) for every patch of one epoch, shuffled."""
         plan = []
         for index, source in enumerate(self.sources):
             for centre in source.centres_zyx[source.trainable]:
-                offset = rng.integers(-self.max_offset, self.max_offset + 1, size=3)
-                plan.append((index, patch_origin(centre + offset, self.patch, source.limit_zyx)))
-        for _ in range(self.n_background):
+                plan.append(self._around(index, centre, rng))
+        n_random = self.n_background
+        if self.negatives:
+            for pick in rng.choice(len(self.negatives), size=self.n_hard, replace=self.n_hard > len(self.negatives)):
+                plan.append(self._around(*self.negatives[pick], rng))
+        else:
+            n_random += self.n_hard
+        for _ in range(n_random):
             index = int(rng.integers(len(self.sources)))
             limit = np.asarray(self.sources[index].limit_zyx)
             centre = rng.uniform(0, limit)

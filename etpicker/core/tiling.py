@@ -1,11 +1,11 @@
 """Overlapped tiling: segment a whole tomogram tile-batch by tile-batch, keeping tile centres."""
-from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import product
 
 import numpy as np
 import torch
 
+from .device import autocast
 from .io import InputError, release_pages
 
 
@@ -64,15 +64,8 @@ def read_tile(volume, origin, patch):
     return region[np.ix_(*(i - l for i, l in zip(indices, lo)))]
 
 
-def _autocast(device):
-    if device.type != "cuda":
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", threshold=0.5,
-            probability_out=None):
+            probability_out=None, amp_dtype=None):
     """Segment `volume` (a [z, y, x] array or memory map) into a uint8 class map.
 
     A voxel is foreground when 1 - p_background >= threshold, and then gets the most
@@ -80,7 +73,8 @@ def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", thr
     probability is shared between similar classes early in training. Tiles are read lazily and only one batch of them is in
     memory at a time. `probability_out`, when given (an array of the volume's shape, e.g. a
     writable memory map), receives the foreground probability 1 - p_background (float32).
-    The model is left in eval mode."""
+    The network runs in `amp_dtype` (device.autocast_dtype; None: float32). The model is
+    left in eval mode."""
     if not 0 < threshold <= 1:
         raise InputError(f"the probability threshold must lie in (0, 1], got {threshold}")
     device = torch.device(device)
@@ -93,7 +87,7 @@ def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", thr
         if not np.isfinite(inputs).all():
             raise InputError("the tomogram contains NaN or infinite values")
         inputs = torch.from_numpy((inputs - centre) / scale).unsqueeze(1).to(device)
-        with torch.no_grad(), _autocast(device):
+        with torch.no_grad(), autocast(device, amp_dtype):
             logits = model(inputs)
         with torch.no_grad():
             probabilities = torch.softmax(logits.float(), dim=1)

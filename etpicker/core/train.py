@@ -9,7 +9,6 @@ import csv
 import math
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,21 +17,32 @@ import torch
 
 from . import __version__
 from .augment import default_augmentation
+from .device import autocast, autocast_dtype, resolve_device
 from .io import Coords, InputError, Tomogram, check_inside, open_tomogram, read_config, read_coords, write_config
 from .labels import LABEL_TYPES, check_diameters
 from .losses import dice_ce_loss, soft_target
 from .metrics import evaluate, scores
 from .model import DEFAULT_WIDTHS
+from .negatives import hard_negatives
 from .normalise import robust_stats
-from .pick import WEIGHTS_NAME, build_model, load_model, pick_tomogram, resolve_device
+from .pick import WEIGHTS_NAME, build_model, load_model, pick_tomogram
+from .postprocess import ideal_score
 from .sampling import PatchSampler, PatchSource, patch_origin
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.csv"
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_precision", "val_recall", "val_f1", "seconds")
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_precision", "val_recall", "val_f1", "seconds",
+                   "val_min_score")
 DEFAULT_DIAMETER = 9
 BACKGROUND_FRACTION = 0.15
+# Hard-negative patches per particle patch. Off by default: 0.35 lowered validation F1 in
+# 15-minute CPU runs on crowded realistic tomograms (issue 2's notes); untested on longer runs.
+DEFAULT_HARD_NEGATIVE_FRACTION = 0.0
+HARD_NEGATIVES_PER_PARTICLE = 3  # candidates kept per tomogram, per annotated particle
 MAX_VAL_PATCHES = 64
+# Relative score thresholds (x a fully segmented ball's score) tried on validation picks;
+# the best becomes the model's default for picking.
+MIN_SCORE_CHOICES = np.round(np.arange(0.2, 0.951, 0.05), 2)
 # Settings a resumed run must share with the run that wrote the checkpoint.
 RESUME_KEYS = ("classes", "diameters", "label_type", "patch", "widths", "epochs", "batch", "lr")
 
@@ -135,12 +145,6 @@ class ValidationSet:
         return xyz[:, 2 - self.axis] >= self.keep_from
 
 
-def _autocast_dtype(device):
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def _rng_state(rng, generator):
     return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "augment": generator.get_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -159,7 +163,7 @@ def _write_history(path, history):
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(HISTORY_COLUMNS)
         for row in history:
-            writer.writerow([row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:]])
+            writer.writerow([row["epoch"]] + [f"{row.get(key, float('nan')):.6g}" for key in HISTORY_COLUMNS[1:]])
 
 
 def _save_atomically(obj, path):
@@ -196,7 +200,7 @@ def _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer
             break
         image, label = augmentation(image.to(device), label.to(device), generator)
         target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
-        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+        with autocast(device, amp_dtype):
             logits = model(image)
         loss = dice_ce_loss(logits, target, ce_weight)
         optimizer.zero_grad(set_to_none=True)
@@ -215,7 +219,7 @@ def _validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels)
     with torch.no_grad():
         for image, label in sampler.batches(plan, batch):
             image, label = image.to(device), label.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+            with autocast(device, amp_dtype):
                 logits = model(image)
             target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
             total += dice_ce_loss(logits, target).item() * len(image)
@@ -223,24 +227,44 @@ def _validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels)
     return total / count
 
 
-def _validation_scores(model, config, val_sets, pad, batch, device):
-    """Class-aware precision, recall, F1 of picking the validation regions, micro-averaged."""
-    tp = fp = fn = 0
+def _validation_scores(model, config, val_sets, pad, batch, device, amp):
+    """Class-aware precision, recall, F1 of picking the validation regions, micro-averaged,
+    at the relative score threshold (also returned) that gives the best F1 there."""
     tolerance = {name: diameter / 4 for name, diameter in zip(config["classes"], config["diameters"])}
+    ideal = {name: ideal_score(diameter) for name, diameter in zip(config["classes"], config["diameters"])}
+    picks = []
     for val in val_sets:
-        predicted = pick_tomogram(model, config, val.tomogram, pad=pad, batch=batch, device=device)
+        predicted = pick_tomogram(model, config, val.tomogram, pad=pad, batch=batch, device=device,
+                                  relative_min_score=MIN_SCORE_CHOICES[0], amp=amp)
         predicted.xyz += val.offset_zyx[::-1]
         predicted = predicted.subset(val.kept(predicted.xyz))
         kept = val.kept(val.truth_xyz)
-        truth = Coords(val.truth_names[kept], val.truth_xyz[kept], None)
-        result = evaluate(predicted, truth, tolerance)
-        for counts in result["classes"].values():
-            tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
-    micro = scores(tp, fp, fn)
-    return micro["precision"], micro["recall"], micro["f1"]
+        relative = predicted.score / np.array([ideal[name] for name in predicted.names])
+        picks.append((predicted, relative, Coords(val.truth_names[kept], val.truth_xyz[kept], None)))
+    return best_min_score(picks, tolerance)
 
 
-def _prepare_data(pairs, val_pairs, classes, val_fraction, patch, face_margin):
+def best_min_score(picks, tolerance, choices=MIN_SCORE_CHOICES):
+    """(precision, recall, F1, threshold) at the threshold of `choices` giving the best
+    class-aware F1, micro-averaged over `picks`: (predicted Coords, their relative scores,
+    true Coords) per region."""
+    results = []
+    for choice in choices:
+        tp = fp = fn = 0
+        for predicted, relative, truth in picks:
+            result = evaluate(predicted.subset(relative >= choice), truth, tolerance)
+            for counts in result["classes"].values():
+                tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
+        results.append(scores(tp, fp, fn))
+    # Of equally good thresholds take the middle one: the F1 plateau is noisy at its ends.
+    best_f1 = max(result["f1"] for result in results)
+    tied = [i for i, result in enumerate(results) if result["f1"] == best_f1]
+    best = tied[len(tied) // 2]
+    micro = results[best]
+    return micro["precision"], micro["recall"], micro["f1"], float(choices[best])
+
+
+def _prepare_data(pairs, val_pairs, classes, val_fraction, patch, face_margin, diameters, hard_negatives_wanted):
     """Training sources, validation sources (for the Dice loss) and validation sets."""
     index = {name: i + 1 for i, name in enumerate(classes)}
     sources, val_sources, val_sets = [], [], []
@@ -266,7 +290,11 @@ def _prepare_data(pairs, val_pairs, classes, val_fraction, patch, face_margin):
                 Tomogram(tomogram.path, tomogram.stem, tomogram.data[view], tomogram.voxel_size),
                 offset, coords.xyz, coords.names, axis, start + face_margin))
             val_sources.append(PatchSource(tomogram.data, centre, scale, zyx, class_ids, ~trainable, shape))
-        sources.append(PatchSource(tomogram.data, centre, scale, zyx, class_ids, trainable, limit))
+        negatives = None
+        if hard_negatives_wanted:
+            negatives = hard_negatives(tomogram.data, zyx, diameters, limit,
+                                       HARD_NEGATIVES_PER_PARTICLE * int(trainable.sum()))
+        sources.append(PatchSource(tomogram.data, centre, scale, zyx, class_ids, trainable, limit, negatives))
     for tomogram, coords in val_pairs:
         if min(tomogram.data.shape) < patch:
             raise InputError(f"{tomogram.path}: shape {tomogram.data.shape} is smaller than the "
@@ -286,7 +314,7 @@ def _prepare_data(pairs, val_pairs, classes, val_fraction, patch, face_margin):
 def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, diameters=None,
           label_type="tball", classes=None, epochs=60, max_minutes=None, patch=72, pad=None, batch=8,
           lr=1e-3, seed=0, device="auto", resume=False, init_model=None, widths=DEFAULT_WIDTHS,
-          ce_weight=0.0, log=print):
+          ce_weight=0.0, hard_negative_fraction=DEFAULT_HARD_NEGATIVE_FRACTION, amp="auto", log=print):
     """Train a picking model into the folder `out`; returns a summary dict."""
     started = time.monotonic()
     out = Path(out)
@@ -297,6 +325,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     pad = default_train_pad(patch) if pad is None else pad
     if not 0 <= 2 * pad < patch:
         raise InputError(f"pad must satisfy 0 <= 2*pad < patch; got pad {pad} with patch {patch}")
+    if not 0 <= hard_negative_fraction <= 10:
+        raise InputError(f"--hard-negatives must lie between 0 and 10 patches per particle patch, got {hard_negative_fraction}")
     if epochs < 1 or batch < 1 or not lr > 0:
         raise InputError("--epochs and --batch must be at least 1 and --lr positive")
     if not 0 < val_fraction < 1:
@@ -329,14 +359,15 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         "normalisation": "robust-standardise", "version": __version__,
         "training": {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "pad": pad,
                      "val_fraction": None if val_pairs else val_fraction, "ce_weight": ce_weight,
+                     "hard_negative_fraction": hard_negative_fraction, "amp": amp,
                      "tomograms": [str(t.path) for t, _ in pairs], "init_model": str(init_model or "")},
     }
     if not init_model:
         model = build_model(config).to(device)
 
     sources, val_sources, val_sets = _prepare_data(pairs, val_pairs, classes, val_fraction, patch,
-                                                   face_margin=max(diameters) / 4)
-    sampler = PatchSampler(sources, diameters, label_type, patch, BACKGROUND_FRACTION)
+                                                   max(diameters) / 4, diameters, hard_negative_fraction > 0)
+    sampler = PatchSampler(sources, diameters, label_type, patch, BACKGROUND_FRACTION, hard_negative_fraction)
     if sampler.n_patches == 0:
         raise InputError("no particle is left for training")
     val_sampler = PatchSampler(val_sources, diameters, label_type, patch, 0.0)
@@ -351,7 +382,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     budget = None if max_minutes is None else 60.0 * max_minutes
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _one_cycle(epochs * steps_per_epoch, budget, clock))
-    amp_dtype = _autocast_dtype(device)
+    amp_dtype = autocast_dtype(device, amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -374,6 +405,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         scaler.load_state_dict(checkpoint["scaler"])
         _set_rng_state(checkpoint["rng"], rng, generator)
         history, best, first_epoch = checkpoint["history"], checkpoint["best"], checkpoint["epoch"]
+        if "relative_min_score" in checkpoint["config"]:  # the best epoch's, until a better one
+            config["relative_min_score"] = checkpoint["config"]["relative_min_score"]
         clock["before"] = sum(row["seconds"] for row in history)
         log(f"resuming {out} after epoch {first_epoch}/{epochs}")
     write_config(out, config)
@@ -382,7 +415,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     n_particles = sum(int(s.trainable.sum()) for s in sources)
     if not resume:
         log(f"training on {n_particles} particles ({', '.join(classes)}) + {sampler.n_background} background "
-            f"patches per epoch, validating on {len(val_sets)} region(s), device {device}")
+            f"+ {sampler.n_hard} hard-negative patches per epoch, validating on {len(val_sets)} region(s), device {device} "
+            f"({'float32' if amp_dtype is None else str(amp_dtype).removeprefix('torch.')} network)")
     for epoch in range(first_epoch, epochs):
         epoch_started = time.monotonic()
         plan = sampler.epoch_plan(rng)
@@ -391,20 +425,24 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         train_loss = _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler,
                                   scaler, device, amp_dtype, len(classes) + 1, ce_weight, deadline)
         val_loss = _validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, len(classes) + 1)
-        precision, recall, f1 = _validation_scores(model, config, val_sets, pad, batch, device)
+        precision, recall, f1, min_score = _validation_scores(model, config, val_sets, pad, batch, device, amp)
         seconds = time.monotonic() - epoch_started
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                        "val_precision": precision, "val_recall": recall, "val_f1": f1, "seconds": seconds})
+                        "val_precision": precision, "val_recall": recall, "val_f1": f1, "seconds": seconds,
+                        "val_min_score": min_score})
         score = (f1, -val_loss)
         if best is None or score > tuple(best):
             best = score
             _save_atomically(model.state_dict(), out / WEIGHTS_NAME)
+            config["relative_min_score"] = min_score
+            write_config(out, config)
         _save_atomically({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                           "epoch": epoch + 1, "best": best, "history": history, "config": config,
                           "rng": _rng_state(rng, generator)}, checkpoint_path)
         _write_history(out / HISTORY_NAME, history)
-        log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {f1:.3f} ({seconds:.1f} s)")
+        log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {f1:.3f} min_score {min_score:.2f} "
+            f"({seconds:.1f} s)")
         elapsed = clock["before"] + time.monotonic() - started
         # Epochs are cut at the deadline, so the budget is spent on training, not guessed.
         if budget is not None and epoch + 1 < epochs and elapsed >= budget:

@@ -5,7 +5,7 @@ from torch import nn
 
 from etpicker.core.io import InputError, open_tomogram, write_config, write_volume
 from etpicker.core.labels import paint_labels
-from etpicker.core.pick import build_model, load_model, pick_tomogram, resolve_device
+from etpicker.core.pick import build_model, load_model, pick_tomogram
 
 torch.set_num_threads(1)
 
@@ -39,16 +39,6 @@ def test_load_model_explains_missing_or_mismatched_files(tmp_path):
         load_model(tmp_path)
 
 
-def test_resolve_device():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cpu", "cuda")
-    with pytest.raises(InputError, match="device"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="no CUDA"):
-            resolve_device("cuda:0")
-
-
 class ContrastNet(nn.Module):
     """A stand-in network: bright voxels are class 1, dark voxels class 2."""
 
@@ -72,3 +62,15 @@ def test_pick_tomogram_finds_particles_with_class_names_in_xyz_order(tmp_path):
     assert sorted(coords.names) == ["big", "small", "small"]
     assert np.all(coords.score > 0)
     assert probability[10, 12, 14] > 0.9 and probability[0, 0, 0] < 0.2
+
+
+def test_pick_tomogram_honours_the_models_tuned_min_score_unless_overridden(tmp_path):
+    shape = (30, 40, 50)
+    ids, _ = paint_labels(shape, np.array([[10, 12, 14], [20, 28, 36]], float), [1, 1], CONFIG["diameters"], "ball")
+    write_volume(tmp_path / "t.mrc", (3.0 * (ids == 1)).astype(np.float32))
+    tomogram = open_tomogram(tmp_path / "t.mrc")
+    assert len(pick_tomogram(ContrastNet(), CONFIG, tomogram)) == 2
+    # pooled scores never exceed 1 and a 7-voxel ball's ideal is ~0.3: 4x the ideal drops both
+    strict = dict(CONFIG, relative_min_score=4.0)
+    assert len(pick_tomogram(ContrastNet(), strict, tomogram)) == 0
+    assert len(pick_tomogram(ContrastNet(), strict, tomogram, min_score=0.0)) == 2

@@ -1,0 +1,54 @@
+"""Where the network runs (CPU or a CUDA GPU) and in which floating-point precision."""
+from contextlib import nullcontext
+
+import torch
+
+from .io import InputError
+
+AMP_MODES = ("auto", "off")  # automatic mixed precision
+
+
+def resolve_device(name="auto"):
+    """'auto' (first GPU when there is one, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}; use auto, cpu or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name} requested but no CUDA GPU is available")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise InputError(f"device {name} requested but only {torch.cuda.device_count()} GPU(s) exist")
+    elif device.type != "cpu":
+        raise InputError(f"unsupported device {name!r}; use auto, cpu or cuda:N")
+    return device
+
+
+def cpu_has_native_bfloat16():
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def autocast_dtype(device, amp="auto"):
+    """The reduced precision the network runs in under autocast, or None for float32.
+
+    amp 'off': float32. 'auto': on a GPU bfloat16 (float16 where bfloat16 is unsupported); on a CPU bfloat16
+    only where it has native bfloat16 instructions (AVX512-BF16, AMX), which about halve the
+    time of the 3-D convolutions; emulated bfloat16 would be slower than float32."""
+    if amp not in AMP_MODES:
+        raise InputError(f"unknown mixed-precision mode {amp!r}; use {' or '.join(AMP_MODES)}")
+    if amp == "off":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_native_bfloat16() else None
+
+
+def autocast(device, dtype):
+    """A context running the network in `dtype` (from autocast_dtype), or nothing for None."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
