@@ -162,9 +162,9 @@ def _add_pick(subparsers):
     parser.add_argument("--pad", type=int, help="tile margin (default: the model's)")
     parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability (1 - background) that makes a voxel "
                                                                      "foreground")
-    parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: the "
-                                                        "fraction of a fully segmented ball's score, per class, "
-                                                        "that gave the best validation F1 in training)")
+    parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: per class, "
+                                                        "the fraction of a fully segmented ball's score that gave "
+                                                        "the best validation F1 in training)")
     parser.add_argument("--min-distance", type=float, help="of two picks closer than this (voxels), keep the "
                                                            "higher score (default: half the class diameter)")
     parser.add_argument("--batch", type=int, default=4, help="tiles per network call")

@@ -196,13 +196,15 @@ def mp_nms(class_map, diameters, k=5, floor=0.1, min_score=None, min_distance=No
 
     Returns (class_ids int64 n, zyx float64 n×3, score float64 n), sorted by class then
     decreasing score; positions are refined to sub-voxel precision. Defaults: min_score is
-    relative_min_score x ideal_score(d) per class, min_distance is half the class diameter. `slab` is the
+    relative_min_score (one value, or one per class) x ideal_score(d) per class, min_distance
+    is half the class diameter. `slab` is the
     number of z slices processed at once (chosen from a memory budget when None)."""
     device = torch.device(device)
+    relative = np.broadcast_to(np.asarray(relative_min_score, dtype=np.float64), (len(diameters),))
     ids, centres, scores = [], [], []
     for class_id, diameter in enumerate(diameters, start=1):
         zyx, score = _class_candidates(class_map, class_id, diameter, k, floor, device, slab)
-        threshold = relative_min_score * ideal_score(diameter, k) if min_score is None else min_score
+        threshold = relative[class_id - 1] * ideal_score(diameter, k) if min_score is None else min_score
         strong = score >= threshold
         zyx, score = zyx[strong], score[strong]
         distance = DEFAULT_MIN_DISTANCE_FACTOR * diameter if min_distance is None else min_distance

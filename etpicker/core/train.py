@@ -32,7 +32,7 @@ from .sampling import PatchSampler, PatchSource, patch_origin
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.csv"
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_precision", "val_recall", "val_f1", "seconds",
-                   "val_min_score")
+                   "val_min_scores")
 DEFAULT_DIAMETER = 9
 BACKGROUND_FRACTION = 0.15
 # Hard-negative patches per particle patch. Off by default: 0.35 lowered validation F1 in
@@ -41,8 +41,9 @@ DEFAULT_HARD_NEGATIVE_FRACTION = 0.0
 HARD_NEGATIVES_PER_PARTICLE = 3  # candidates kept per tomogram, per annotated particle
 MAX_VAL_PATCHES = 64
 # Relative score thresholds (x a fully segmented ball's score) tried on validation picks;
-# the best becomes the model's default for picking.
-MIN_SCORE_CHOICES = np.round(np.arange(0.2, 0.951, 0.05), 2)
+# each class's best becomes the model's default for picking. Well-segmented particles
+# score above 1 (the network paints more than the weak label's ball).
+MIN_SCORE_CHOICES = np.round(np.arange(0.2, 1.501, 0.05), 2)
 # Settings a resumed run must share with the run that wrote the checkpoint.
 RESUME_KEYS = ("classes", "diameters", "label_type", "patch", "widths", "epochs", "batch", "lr")
 
@@ -163,7 +164,8 @@ def _write_history(path, history):
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(HISTORY_COLUMNS)
         for row in history:
-            writer.writerow([row["epoch"]] + [f"{row.get(key, float('nan')):.6g}" for key in HISTORY_COLUMNS[1:]])
+            writer.writerow([row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:-1]]
+                            + ["/".join(f"{value:g}" for value in row.get("val_min_scores", {}).values())])
 
 
 def _save_atomically(obj, path):
@@ -229,7 +231,7 @@ def _validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels)
 
 def _validation_scores(model, config, val_sets, pad, batch, device, amp):
     """Class-aware precision, recall, F1 of picking the validation regions, micro-averaged,
-    at the relative score threshold (also returned) that gives the best F1 there."""
+    at each class's relative score threshold (also returned) that is best there."""
     tolerance = {name: diameter / 4 for name, diameter in zip(config["classes"], config["diameters"])}
     ideal = {name: ideal_score(diameter) for name, diameter in zip(config["classes"], config["diameters"])}
     picks = []
@@ -241,27 +243,35 @@ def _validation_scores(model, config, val_sets, pad, batch, device, amp):
         kept = val.kept(val.truth_xyz)
         relative = predicted.score / np.array([ideal[name] for name in predicted.names])
         picks.append((predicted, relative, Coords(val.truth_names[kept], val.truth_xyz[kept], None)))
-    return best_min_score(picks, tolerance)
+    return best_min_scores(picks, config["classes"], tolerance)
 
 
-def best_min_score(picks, tolerance, choices=MIN_SCORE_CHOICES):
-    """(precision, recall, F1, threshold) at the threshold of `choices` giving the best
-    class-aware F1, micro-averaged over `picks`: (predicted Coords, their relative scores,
-    true Coords) per region."""
-    results = []
-    for choice in choices:
-        tp = fp = fn = 0
-        for predicted, relative, truth in picks:
-            result = evaluate(predicted.subset(relative >= choice), truth, tolerance)
-            for counts in result["classes"].values():
-                tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
-        results.append(scores(tp, fp, fn))
-    # Of equally good thresholds take the middle one: the F1 plateau is noisy at its ends.
-    best_f1 = max(result["f1"] for result in results)
-    tied = [i for i, result in enumerate(results) if result["f1"] == best_f1]
-    best = tied[len(tied) // 2]
-    micro = results[best]
-    return micro["precision"], micro["recall"], micro["f1"], float(choices[best])
+def best_min_scores(picks, classes, tolerance, choices=MIN_SCORE_CHOICES):
+    """(precision, recall, F1, {class: threshold}): for each class the threshold of `choices`
+    giving its best F1 over all `picks` ((predicted Coords, their relative scores, true
+    Coords) per region), and the micro-averaged scores at those thresholds.
+
+    Per class, because how fully the network segments a particle, hence its score relative
+    to a whole ball, differs between classes."""
+    tp = fp = fn = 0
+    thresholds = {}
+    for name in classes:
+        results = []
+        for choice in choices:
+            counts = np.zeros(3, dtype=int)
+            for predicted, relative, truth in picks:
+                mine = predicted.subset((predicted.names == name) & (relative >= choice))
+                result = evaluate(mine, truth.subset(truth.names == name), tolerance)["all"]
+                counts += (result["tp"], result["fp"], result["fn"])
+            results.append(counts)
+        f1 = [2 * t / max(1, 2 * t + p + n) for t, p, n in results]
+        # Of equally good thresholds take the middle one: the F1 plateau is noisy at its ends.
+        tied = [i for i, value in enumerate(f1) if value == max(f1)]
+        best = tied[len(tied) // 2]
+        thresholds[name] = float(choices[best])
+        tp, fp, fn = tp + results[best][0], fp + results[best][1], fn + results[best][2]
+    micro = scores(tp, fp, fn)
+    return micro["precision"], micro["recall"], micro["f1"], thresholds
 
 
 def _prepare_data(pairs, val_pairs, classes, val_fraction, patch, face_margin, diameters, hard_negatives_wanted):
@@ -425,24 +435,24 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         train_loss = _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler,
                                   scaler, device, amp_dtype, len(classes) + 1, ce_weight, deadline)
         val_loss = _validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, len(classes) + 1)
-        precision, recall, f1, min_score = _validation_scores(model, config, val_sets, pad, batch, device, amp)
+        precision, recall, f1, min_scores = _validation_scores(model, config, val_sets, pad, batch, device, amp)
         seconds = time.monotonic() - epoch_started
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                         "val_precision": precision, "val_recall": recall, "val_f1": f1, "seconds": seconds,
-                        "val_min_score": min_score})
+                        "val_min_scores": min_scores})
         score = (f1, -val_loss)
         if best is None or score > tuple(best):
             best = score
             _save_atomically(model.state_dict(), out / WEIGHTS_NAME)
-            config["relative_min_score"] = min_score
+            config["relative_min_score"] = min_scores
             write_config(out, config)
         _save_atomically({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                           "epoch": epoch + 1, "best": best, "history": history, "config": config,
                           "rng": _rng_state(rng, generator)}, checkpoint_path)
         _write_history(out / HISTORY_NAME, history)
-        log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {f1:.3f} min_score {min_score:.2f} "
-            f"({seconds:.1f} s)")
+        log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {f1:.3f} min_scores "
+            f"{'/'.join(f'{value:.2f}' for value in min_scores.values())} ({seconds:.1f} s)")
         elapsed = clock["before"] + time.monotonic() - started
         # Epochs are cut at the deadline, so the budget is spent on training, not guessed.
         if budget is not None and epoch + 1 < epochs and elapsed >= budget:

@@ -45,8 +45,8 @@ class EtPickerProtPick(EtPickerProtBase):
         form.addParam("minScore", params.FloatParam, allowsNull=True,
                       label="Minimum score (optional)",
                       help="Drop picks with an MP-NMS score below this (the score grows "
-                           "with the segmented volume). Empty: the threshold that gave the best "
-                           "F1 on the validation data during training.")
+                           "with the segmented volume). Empty: per class, the threshold that gave "
+                           "the best F1 on the validation data during training.")
         form.addParam("minDistance", params.FloatParam, allowsNull=True,
                       label="Minimum distance (voxels) (optional)",
                       help="Of two picks closer than this, keep the higher score. "

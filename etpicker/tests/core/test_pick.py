@@ -74,3 +74,5 @@ def test_pick_tomogram_honours_the_models_tuned_min_score_unless_overridden(tmp_
     strict = dict(CONFIG, relative_min_score=4.0)
     assert len(pick_tomogram(ContrastNet(), strict, tomogram)) == 0
     assert len(pick_tomogram(ContrastNet(), strict, tomogram, min_score=0.0)) == 2
+    per_class = dict(CONFIG, relative_min_score={"small": 0.2, "big": 4.0})  # both balls are "small"
+    assert len(pick_tomogram(ContrastNet(), per_class, tomogram)) == 2

@@ -51,9 +51,10 @@ def test_interrupted_run_resumes_to_the_same_result_as_an_uninterrupted_one(data
     assert resumed["epochs_done"] == 3
     history = _history(parts)
     assert [row["epoch"] for row in history] == ["1", "2", "3"]
-    for column in ("train_loss", "val_loss", "val_f1", "val_min_score"):
+    for column in ("train_loss", "val_loss", "val_f1"):
         assert [float(r[column]) for r in history] == pytest.approx(
             [float(r[column]) for r in _history(tmp_path / "whole")], rel=1e-4)
+    assert [r["val_min_scores"] for r in history] == [r["val_min_scores"] for r in _history(tmp_path / "whole")]
     for key, value in _final_weights(tmp_path / "whole").items():
         assert torch.allclose(value, _final_weights(parts)[key], atol=1e-5), key
 
@@ -88,23 +89,30 @@ def test_config_holds_what_picking_needs(data, tmp_path):
     assert (tmp_path / "weights.pt").is_file()
 
 
-def test_validation_chooses_the_score_threshold_that_picking_uses(data, tmp_path):
+def test_validation_chooses_the_score_thresholds_that_picking_uses(data, tmp_path):
     train.train(*data, tmp_path, seed=0, **TINY)
     history = _history(tmp_path)
     best = max(history, key=lambda row: (float(row["val_f1"]), -float(row["val_loss"])))
     config = io.read_config(tmp_path)
-    assert config["relative_min_score"] == pytest.approx(float(best["val_min_score"]))
-    assert config["relative_min_score"] in train.MIN_SCORE_CHOICES
+    assert list(config["relative_min_score"]) == config["classes"]
+    values = list(config["relative_min_score"].values())
+    assert values == [float(v) for v in best["val_min_scores"].split("/")]
+    assert all(value in train.MIN_SCORE_CHOICES for value in values)
 
 
-def test_best_min_score_drops_weak_false_picks_and_takes_the_middle_of_a_tie():
-    truth = io.Coords(np.array(["a"] * 3), np.array([[5.0, 5, 5], [20, 5, 5], [35, 5, 5]]))
-    predicted = io.Coords(np.array(["a"] * 5), np.array([[5.0, 5, 5], [20, 5, 5], [35, 5, 5],
-                                                           [50, 5, 5], [65, 5, 5]]), np.ones(5))
-    relative = np.array([0.6, 0.7, 0.8, 0.3, 0.35])
-    precision, recall, f1, threshold = train.best_min_score([(predicted, relative, truth)], {"a": 2.0})
+def test_best_min_scores_are_per_class_and_take_the_middle_of_a_tie():
+    truth = io.Coords(np.array(["a", "a", "a", "b"]), np.array([[5.0, 5, 5], [20, 5, 5], [35, 5, 5], [5, 30, 5]]))
+    predicted = io.Coords(np.array(["a"] * 5 + ["b", "b"]),
+                          np.array([[5.0, 5, 5], [20, 5, 5], [35, 5, 5], [50, 5, 5], [65, 5, 5],
+                                    [5, 30, 5], [50, 30, 5]]), np.ones(7))
+    # class a: true picks score 0.6-0.8, false ones 0.3-0.35; class b: the true one only 0.3,
+    # its false one 0.25, so b needs a threshold a would not tolerate
+    relative = np.array([0.6, 0.7, 0.8, 0.3, 0.35, 0.3, 0.25])
+    choices = np.round(np.arange(0.2, 1.001, 0.05), 2)
+    precision, recall, f1, thresholds = train.best_min_scores([(predicted, relative, truth)], ["a", "b"],
+                                                              {"a": 2.0, "b": 2.0}, choices)
     assert (precision, recall, f1) == (1.0, 1.0, 1.0)
-    assert threshold == pytest.approx(0.5)  # 0.4 to 0.6 all keep exactly the true picks
+    assert thresholds == {"a": pytest.approx(0.5), "b": pytest.approx(0.3)}  # a: 0.4-0.6 all fit; b: only 0.3
 
 
 def test_resume_refuses_changed_settings_and_missing_checkpoint(data, tmp_path):
