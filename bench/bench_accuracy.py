@@ -28,9 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for
 
 import realistic  # noqa: E402  (same folder)
 from etpicker.core import io, metrics  # noqa: E402
+from etpicker.core.negatives import difference_of_gaussians  # noqa: E402
 from etpicker.core.normalise import robust_stats  # noqa: E402
-
-DOG_SIGMA_RATIO = 1.6
 
 
 def core(*args, log):
@@ -78,10 +77,7 @@ class DogPicker:
         best = np.full(volume.shape, -np.inf, np.float32)
         best_class = np.zeros(volume.shape, np.int8)
         for index, diameter in enumerate(self.diameters):
-            # A ball of radius R answers a scale-normalised Laplacian most at sigma = R/sqrt(3).
-            sigma = diameter / 2 / np.sqrt(3)
-            dog = ndimage.gaussian_filter(volume, sigma) \
-                - ndimage.gaussian_filter(volume, DOG_SIGMA_RATIO * sigma)
+            dog = difference_of_gaussians(volume, diameter)
             better = dog > best
             best[better] = dog[better]
             best_class[better] = index

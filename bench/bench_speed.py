@@ -33,7 +33,7 @@ from etpicker.core import __version__, io  # noqa: E402
 from etpicker.core.labels import paint_labels  # noqa: E402
 from etpicker.core.losses import soft_dice_loss, soft_target  # noqa: E402
 from etpicker.core.model import DEFAULT_WIDTHS, ResUNet3D  # noqa: E402
-from etpicker.core.device import AMP_MODES, autocast, autocast_dtype, resolve_device  # noqa: E402
+from etpicker.core.device import AMP_MODES, autocast, autocast_dtype, dtype_name, resolve_device  # noqa: E402
 from etpicker.core.pick import WEIGHTS_NAME, build_model  # noqa: E402
 from etpicker.core.postprocess import mp_nms  # noqa: E402
 from etpicker.core.tiling import segment, tile_origins  # noqa: E402
@@ -124,10 +124,6 @@ def child_nms(args):
     print(json.dumps({"seconds": time.perf_counter() - started, "found": found}))
 
 
-def precision_name(amp_dtype):
-    return "float32" if amp_dtype is None else str(amp_dtype).removeprefix("torch.")
-
-
 def bench_inference(args, device, out):
     shape = (40, 72, 72) if args.quick else (200, 512, 512)
     patch, pad, batch = 72, 18, args.batch
@@ -135,7 +131,7 @@ def bench_inference(args, device, out):
     total_tiles = len(tile_origins(shape, patch, pad))
     amp_dtype = autocast_dtype(device, args.amp)
     log(f"\n[inference] segment(), default widths, patch {patch}, pad {pad}, batch {batch}, "
-        f"{device}, {precision_name(amp_dtype)}")
+        f"{device}, {dtype_name(amp_dtype)}")
 
     # A first timed batch tells whether the whole volume fits the time budget; if not,
     # the throughput is measured on a sub-volume of whole strides and extrapolated.
@@ -236,7 +232,7 @@ def bench_train(args, device):
         optimiser.step()
 
     log(f"\n[train] one step: batch {batch}, patch {patch}, default widths, forward + "
-        f"backward + AdamW, {device}, {precision_name(amp_dtype)}")
+        f"backward + AdamW, {device}, {dtype_name(amp_dtype)}")
     step()  # warm-up
     synchronise(device)
     times = []

@@ -49,6 +49,11 @@ def autocast_dtype(device, amp="auto"):
     return torch.bfloat16 if cpu_has_native_bfloat16() else None
 
 
+def dtype_name(amp_dtype):
+    """How logs name the precision autocast_dtype chose."""
+    return "float32" if amp_dtype is None else str(amp_dtype).removeprefix("torch.")
+
+
 def autocast(device, dtype):
     """A context running the network in `dtype` (from autocast_dtype), or nothing for None."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

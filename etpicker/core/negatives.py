@@ -30,12 +30,18 @@ def binned(volume, factor=BIN):
     return out
 
 
+def difference_of_gaussians(volume, diameter):
+    """Band-pass response, largest (positive for bright, negative for dark objects) on
+    balls of `diameter` voxels."""
+    sigma = max(0.5, diameter / 2 / np.sqrt(3))  # a ball of radius R answers most at R/sqrt(3)
+    return ndimage.gaussian_filter(volume, sigma) - ndimage.gaussian_filter(volume, SIGMA_RATIO * sigma)
+
+
 def blob_centres(small, diameter):
     """(zyx in the binned volume's voxels, strength) of the extrema of a difference of
     Gaussians tuned to balls of `diameter` binned voxels, strongest first. Both polarities
     count: depending on the CTF and the reconstruction, protein is dark or bright."""
-    sigma = max(0.5, diameter / 2 / np.sqrt(3))  # a ball of radius R answers most at R/sqrt(3)
-    response = np.abs(ndimage.gaussian_filter(small, sigma) - ndimage.gaussian_filter(small, SIGMA_RATIO * sigma))
+    response = np.abs(difference_of_gaussians(small, diameter))
     size = max(3, int(diameter / 2) | 1)
     peaks = np.argwhere((ndimage.maximum_filter(response, size=size) == response) & (response > 0))
     strength = response[tuple(peaks.T)]

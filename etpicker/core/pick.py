@@ -44,18 +44,18 @@ def load_model(model_dir, device="cpu"):
 
 
 def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score=None, min_distance=None,
-                  batch=4, device="cpu", probability_out=None, relative_min_score=None, amp="auto"):
+                  batch=4, device="cpu", probability_out=None, relative_min_score=None, amp="auto", stats=None):
     """Coords (x, y, z in voxels, class names from the config, MP-NMS scores) of one tomogram.
 
     Without `min_score` (absolute), maxima below `relative_min_score` x a fully segmented
     ball's score are dropped: one value, or {class: value}; its default is what training
-    tuned on validation data."""
+    tuned on validation data. `stats`: the tomogram's (centre, scale) when already known."""
     pad = config["pad"] if pad is None else pad
     if relative_min_score is None:
         relative_min_score = config.get("relative_min_score", DEFAULT_RELATIVE_MIN_SCORE)
     if isinstance(relative_min_score, dict):
         relative_min_score = [relative_min_score.get(name, DEFAULT_RELATIVE_MIN_SCORE) for name in config["classes"]]
-    centre, scale = robust_stats(tomogram.data, name=str(tomogram.path))
+    centre, scale = stats or robust_stats(tomogram.data, name=str(tomogram.path))
     device = torch.device(device)
     class_map = segment(model, tomogram.data, centre, scale, config["patch"], pad, batch=batch, device=device,
                         threshold=threshold, probability_out=probability_out,

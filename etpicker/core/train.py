@@ -9,7 +9,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .augment import default_augmentation
-from .device import autocast, autocast_dtype, resolve_device
+from .device import autocast, autocast_dtype, dtype_name, resolve_device
 from .io import Coords, InputError, Tomogram, check_inside, open_tomogram, read_config, read_coords, write_config
 from .labels import LABEL_TYPES, check_diameters
 from .losses import dice_ce_loss, soft_target
@@ -139,6 +139,10 @@ class ValidationSet:
     truth_names: np.ndarray
     axis: int = None
     keep_from: float = None
+    stats: tuple = field(init=False)  # (centre, scale): read once, not at every epoch
+
+    def __post_init__(self):
+        self.stats = robust_stats(self.tomogram.data, name=str(self.tomogram.path))
 
     def kept(self, xyz):
         if self.axis is None:
@@ -237,7 +241,7 @@ def _validation_scores(model, config, val_sets, pad, batch, device, amp):
     picks = []
     for val in val_sets:
         predicted = pick_tomogram(model, config, val.tomogram, pad=pad, batch=batch, device=device,
-                                  relative_min_score=MIN_SCORE_CHOICES[0], amp=amp)
+                                  relative_min_score=MIN_SCORE_CHOICES[0], amp=amp, stats=val.stats)
         predicted.xyz += val.offset_zyx[::-1]
         predicted = predicted.subset(val.kept(predicted.xyz))
         kept = val.kept(val.truth_xyz)
@@ -426,7 +430,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     if not resume:
         log(f"training on {n_particles} particles ({', '.join(classes)}) + {sampler.n_background} background "
             f"+ {sampler.n_hard} hard-negative patches per epoch, validating on {len(val_sets)} region(s), device {device} "
-            f"({'float32' if amp_dtype is None else str(amp_dtype).removeprefix('torch.')} network)")
+            f"({dtype_name(amp_dtype)} network)")
     for epoch in range(first_epoch, epochs):
         epoch_started = time.monotonic()
         plan = sampler.epoch_plan(rng)
