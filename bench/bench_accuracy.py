@@ -3,7 +3,9 @@
 For each SNR: train etpicker on a few tomograms through the command line within a time
 budget, pick held-out tomograms, and score them with `evaluate` (one-to-one matching
 within half a particle radius). A difference-of-Gaussians picker, its threshold tuned on
-the training tomograms, is scored the same way for context.
+the training tomograms, is scored the same way for context. For each method the picks of
+each class are also listed by what they sit on (the simulation records every object), which
+tells look-alike proteins from empty space, gold or membranes as the source of false picks.
 
 Usage:
     python bench/bench_accuracy.py [--out bench_output/accuracy] [--max-minutes 15]
@@ -140,6 +142,39 @@ def pooled_f1(pairs, tolerances):
     return 2 * tp / max(1, 2 * tp + fp + fn)
 
 
+MEMBRANE_REACH = 3.0  # voxels from a vesicle's mid-membrane radius that count as on it
+
+
+def sits_on(xyz, objects):
+    """Per point, the kind of object it lies on: within a protein's or gold bead's radius
+    or on a vesicle's membrane, the closest relative to that reach; "nothing" otherwise."""
+    kinds, centres, radii = objects
+    if len(centres) == 0:
+        return np.full(len(xyz), "nothing")
+    distance = np.linalg.norm(np.asarray(xyz)[:, None, :] - centres[None], axis=2)
+    vesicle = kinds == "vesicle"
+    reach = np.where(vesicle, np.abs(distance - radii) / MEMBRANE_REACH, distance / radii)
+    closest = reach.argmin(axis=1)
+    found = reach[np.arange(len(xyz)), closest] <= 1.0
+    return np.where(found, kinds[closest], "nothing")
+
+
+def report_sources(pred_dir, test, classes, sizes, log):
+    """Logs, per predicted class, how many picks sit on each kind of object."""
+    counts = {name: {} for name in classes}
+    for mrc, _ in test:
+        picks = io.read_coords(pred_dir / f"{mrc.stem}.csv")
+        objects = realistic.read_objects(realistic.objects_path(mrc))
+        for name, kind in zip(picks.names, sits_on(picks.xyz, objects)):
+            counts.setdefault(name, {})[kind] = counts.get(name, {}).get(kind, 0) + 1
+    log("  picks by what they sit on (diameter in voxels):")
+    for name, found in counts.items():
+        ranked = sorted(found.items(), key=lambda item: (item[0] != name, -item[1]))
+        log(f"    {name} ({sum(found.values())}): " + (", ".join(
+            f"{kind}{f' ({sizes[kind]:.1f})' if kind in sizes else ''} {n}" for kind, n in ranked)
+            or "no picks"))
+
+
 def summarise(result, classes):
     per_class = [result["classes"].get(name, {}).get("f1", 0.0) for name in classes]
     return per_class, float(np.mean(per_class)), result["all"]["f1"]
@@ -180,6 +215,7 @@ def main(argv=None):
     classes = sorted(targets)  # the core's class order when --classes is not given
     diameters = [templates[name].diameter for name in classes]
     tolerances = {name: d / 4 for name, d in zip(classes, diameters)}  # half the radius
+    sizes = {name: template.diameter for name, template in templates.items()}
     log("targets (particle diameter, voxels): "
         + ", ".join(f"{name} {d:.1f}" for name, d in zip(classes, diameters)))
 
@@ -213,6 +249,7 @@ def main(argv=None):
              log=log)
         pick_seconds = time.time() - pick_started
         result = evaluate(run_dir / "pred", gt_dir, diameters, run_dir / "etpicker.json", log)
+        report_sources(run_dir / "pred", test, classes, sizes, log)
         rows.append((snr, f"etpicker ({train_minutes:.1f} min train, {pick_seconds:.0f} s pick)",
                      *summarise(result, classes)))
 
@@ -221,6 +258,7 @@ def main(argv=None):
             dog.fit(train, tolerances, log)
             dog_dir = dog.pick(test, run_dir / "dog")
             result = evaluate(dog_dir, gt_dir, diameters, run_dir / "dog.json", log)
+            report_sources(dog_dir, test, classes, sizes, log)
             rows.append((snr, "DoG baseline", *summarise(result, classes)))
 
     log(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

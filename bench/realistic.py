@@ -11,7 +11,9 @@ Usage:
     python bench/realistic.py --out DIR [--n-tomos 4] [--shape 128 256 256] [--snr 0.1 ...]
 
 writes DIR/snr<S>/<stem>.mrc with the targets' ground truth DIR/snr<S>/<stem>.csv
-(`class,x,y,z`, 0-based voxels). The maps come from /work/shared/data/templates_10A
+(`class,x,y,z`, 0-based voxels) and every placed object in DIR/snr<S>/<stem>_objects.csv
+(`kind,x,y,z,radius`: map names, "vesicle" or "gold"; radius in voxels), which the accuracy
+benchmark uses to say what the false picks sit on. The maps come from /work/shared/data/templates_10A
 (see its NOTICE.md); without that folder the script stops with a clear message.
 """
 
@@ -35,6 +37,7 @@ DEFAULT_TARGETS = ("4v4r", "3j9i", "1bxn")
 # Subunits of a target would be ambiguous distractors, so they are left out.
 EXCLUDED_MAPS = ("4v4r_30S", "4v4r_50S")
 SERIES_RECORD = "series.json"  # the parameters a folder of tomograms was made with
+OBJECTS_SUFFIX = "_objects.csv"  # every placed object of a tomogram, targets or not
 SERIES_VERSION = 2  # raise when the simulation changes, so that old series are remade
 MAP_FLOOR = 0.05  # fraction of a map's maximum below which it counts as solvent
 
@@ -155,22 +158,29 @@ def paste(volume, block, centre):
 
 
 def place_objects(shape, templates, targets, rng, target_count, distractor_count,
-                  n_vesicles, n_gold):
-    """Clean densities of a crowded tomogram, (proteins, vesicles and gold), and the
-    targets' centres as (name, z, y, x)."""
-    context = np.zeros(shape, np.float32)
+                  n_vesicles, n_gold, render=True):
+    """Clean densities of a crowded tomogram, (proteins, vesicles and gold), the targets'
+    centres as (name, z, y, x) and every object as (kind, z, y, x, radius). With
+    render=False only the layout is made (the same one: the random stream is consumed
+    alike) and the densities are None."""
+    context = np.zeros(shape, np.float32) if render else None
+    volume = np.zeros(shape, np.float32) if render else None
     placer = Placer(shape, rng)
+    objects = []
     for _ in range(n_vesicles):
         radius = rng.uniform(15, 35)
         centre = placer.place(radius + 4, hollow=True)
         if centre is not None:
-            paste(context, vesicle_shell(radius), centre)
+            objects.append(("vesicle", *centre, radius))
+            if render:
+                paste(context, vesicle_shell(radius), centre)
     for _ in range(n_gold):
         radius = rng.uniform(2.5, 5)
         centre = placer.place(radius + 2)
         if centre is not None:
-            paste(context, gold_bead(radius), centre)
-    volume = np.zeros(shape, np.float32)
+            objects.append(("gold", *centre, radius))
+            if render:
+                paste(context, gold_bead(radius), centre)
 
     others = [name for name in templates if name not in targets]
     # Targets first, so that their counts do not depend on luck; within each group large
@@ -185,10 +195,13 @@ def place_objects(shape, templates, targets, rng, target_count, distractor_count
         centre = placer.place(template.radius)
         if centre is None:
             continue
-        paste(volume, rotated(template, Rotation.random(random_state=rng)), centre)
+        rotation = Rotation.random(random_state=rng)
+        if render:
+            paste(volume, rotated(template, rotation), centre)
+        objects.append((name, *centre, template.diameter / 2))
         if name in targets:
             truth.append((name, *centre))
-    return volume, context, truth
+    return volume, context, truth, objects
 
 
 def ctf(frequency, defocus_um=-3.0, kilovolts=300.0, cs_mm=2.7, amplitude_contrast=0.07):
@@ -222,18 +235,21 @@ def add_noise(signal, reference_variance, snr, rng):
     return (signal + noise).astype(np.float32)
 
 
-def simulate_series(templates, shape, snrs, seed, targets=DEFAULT_TARGETS, target_count=None,
-                    distractor_count=None, phase_flip=False):
-    """One crowded layout imaged at each SNR: ({snr: volume}, truth rows (name, z, y, x))."""
-    rng = np.random.default_rng(seed)
-    voxels = float(np.prod(shape))
-    # Counts scale with the volume; for 128×256×256 about 35 of each target and 300 others.
-    scale = voxels / (128 * 256 * 256)
-    target_count = target_count or max(1, round(35 * scale))
-    distractor_count = distractor_count or max(1, round(300 * scale))
-    proteins, context, truth = place_objects(shape, templates, targets, rng, target_count,
-                                             distractor_count, n_vesicles=max(1, round(3 * scale)),
-                                             n_gold=max(1, round(8 * scale)))
+def layout(templates, shape, seed, targets=DEFAULT_TARGETS, render=True):
+    """place_objects with the counts of a `shape` volume: about 35 of each target and 300
+    others for 128×256×256, scaled with the volume."""
+    scale = float(np.prod(shape)) / (128 * 256 * 256)
+    return place_objects(shape, templates, targets, np.random.default_rng(seed),
+                         target_count=max(1, round(35 * scale)),
+                         distractor_count=max(1, round(300 * scale)),
+                         n_vesicles=max(1, round(3 * scale)), n_gold=max(1, round(8 * scale)),
+                         render=render)
+
+
+def simulate_series(templates, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_flip=False):
+    """One crowded layout imaged at each SNR: ({snr: volume}, truth rows (name, z, y, x),
+    object rows (kind, z, y, x, radius))."""
+    proteins, context, truth, objects = layout(templates, shape, seed, targets)
     protein_signal = imaged_signal(proteins, phase_flip)
     signal = protein_signal + imaged_signal(context, phase_flip)
     # The SNR is the proteins' signal over the noise: noise comes from the dose, so adding gold
@@ -241,7 +257,7 @@ def simulate_series(templates, shape, snrs, seed, targets=DEFAULT_TARGETS, targe
     reference = protein_signal.var()
     volumes = {snr: add_noise(signal, reference, snr, np.random.default_rng([seed, int(snr * 1e6)]))
                for snr in snrs}
-    return volumes, truth
+    return volumes, truth, objects
 
 
 def write_truth(path, truth):
@@ -250,6 +266,27 @@ def write_truth(path, truth):
         writer.writerow(["class", "x", "y", "z"])
         for name, z, y, x in truth:
             writer.writerow([name, x, y, z])
+
+
+def write_objects(path, objects):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["kind", "x", "y", "z", "radius"])
+        for kind, z, y, x, radius in objects:
+            writer.writerow([kind, x, y, z, f"{radius:.2f}"])
+
+
+def read_objects(path):
+    """(kinds, xyz float n×3, radii) of an objects file."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kinds = np.array([row["kind"] for row in rows], dtype=str)
+    xyz = np.array([[float(row[a]) for a in "xyz"] for row in rows]).reshape(-1, 3)
+    return kinds, xyz, np.array([float(row["radius"]) for row in rows])
+
+
+def objects_path(mrc_path):
+    return Path(mrc_path).with_name(Path(mrc_path).stem + OBJECTS_SUFFIX)
 
 
 def write_tomogram(path, volume):
@@ -276,18 +313,25 @@ def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_fli
                      for i in range(n_tomos)] for snr in snrs}
     if all(_series_matches(snr_folder(out, snr), params) for snr in snrs):
         log(f"reusing the tomograms in {out}")
+        for index in range(n_tomos):
+            paths = [objects_path(written[snr][index][0]) for snr in snrs]
+            if not all(path.is_file() for path in paths):  # a series made before objects were kept
+                *_, objects = layout(templates, shape, seed + index, targets, render=False)
+                for path in paths:
+                    write_objects(path, objects)
         return written
     for snr in snrs:
         snr_folder(out, snr).mkdir(parents=True, exist_ok=True)
         (snr_folder(out, snr) / SERIES_RECORD).unlink(missing_ok=True)
     for index in range(n_tomos):
-        volumes, truth = simulate_series(templates, shape, snrs, seed + index, targets,
-                                         phase_flip=phase_flip)
+        volumes, truth, objects = simulate_series(templates, shape, snrs, seed + index, targets,
+                                                  phase_flip=phase_flip)
         stem = f"tomo_{index:02d}"
         for snr, volume in volumes.items():
             mrc_path, csv_path = written[snr][index]
             write_tomogram(mrc_path, volume)
             write_truth(csv_path, truth)
+            write_objects(objects_path(mrc_path), objects)
         counts = {name: sum(row[0] == name for row in truth) for name in targets}
         log(f"{stem}: {counts}", flush=True)
     for snr in snrs:

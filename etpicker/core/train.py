@@ -42,8 +42,9 @@ HARD_NEGATIVES_PER_PARTICLE = 3  # candidates kept per tomogram, per annotated p
 MAX_VAL_PATCHES = 64
 # Relative score thresholds (x a fully segmented ball's score) tried on validation picks;
 # each class's best becomes the model's default for picking. Well-segmented particles
-# score above 1 (the network paints more than the weak label's ball).
-MIN_SCORE_CHOICES = np.round(np.arange(0.2, 1.501, 0.05), 2)
+# score above 1 (the network paints more than the weak label's ball): up to 1/ideal_score,
+# 3.2 for a 7-voxel label, where the best threshold of a small class can lie above 1.5.
+MIN_SCORE_CHOICES = np.round(np.arange(0.2, 3.001, 0.05), 2)
 # Settings a resumed run must share with the run that wrote the checkpoint.
 RESUME_KEYS = ("classes", "diameters", "label_type", "patch", "widths", "epochs", "batch", "lr")
 
