@@ -268,6 +268,15 @@ def write_truth(path, truth):
             writer.writerow([name, x, y, z])
 
 
+def read_truth(path):
+    with open(path, newline="") as handle:
+        return [(row["class"], int(row["z"]), int(row["y"]), int(row["x"])) for row in csv.DictReader(handle)]
+
+
+def _truth_rows(truth):
+    return sorted((str(name), int(z), int(y), int(x)) for name, z, y, x in truth)
+
+
 def write_objects(path, objects):
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -316,7 +325,11 @@ def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_fli
         for index in range(n_tomos):
             paths = [objects_path(written[snr][index][0]) for snr in snrs]
             if not all(path.is_file() for path in paths):  # a series made before objects were kept
-                *_, objects = layout(templates, shape, seed + index, targets, render=False)
+                _, _, truth, objects = layout(templates, shape, seed + index, targets, render=False)
+                if _truth_rows(truth) != _truth_rows(read_truth(written[snrs[0]][index][1])):
+                    log(f"{paths[0].name}: the replayed layout differs from the tomogram's (maps "
+                        f"changed?); not written")
+                    continue
                 for path in paths:
                     write_objects(path, objects)
         return written
