@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,7 @@ def sits_on(xyz, objects):
 
 def report_sources(pred_dir, test, classes, sizes, log):
     """Logs, per predicted class, how many picks sit on each kind of object."""
-    counts = {name: {} for name in classes}
+    counts = {name: Counter() for name in classes}
     for mrc, _ in test:
         if not realistic.objects_path(mrc).is_file():
             log(f"  {realistic.objects_path(mrc).name} missing: no breakdown of the picks")
@@ -169,7 +170,7 @@ def report_sources(pred_dir, test, classes, sizes, log):
         picks = io.read_coords(pred_dir / f"{mrc.stem}.csv")
         objects = realistic.read_objects(realistic.objects_path(mrc))
         for name, kind in zip(picks.names, sits_on(picks.xyz, objects)):
-            counts.setdefault(name, {})[kind] = counts.get(name, {}).get(kind, 0) + 1
+            counts.setdefault(name, Counter())[kind] += 1
     log("  picks by what they sit on (diameter in voxels):")
     for name, found in counts.items():
         ranked = sorted(found.items(), key=lambda item: (item[0] != name, -item[1]))

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from etpicker.core.io import read_coords
 from etpicker.core.simulate import fourier_frequencies, missing_wedge_mask
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "templates_10A"
@@ -268,13 +269,11 @@ def write_truth(path, truth):
             writer.writerow([name, x, y, z])
 
 
-def read_truth(path):
-    with open(path, newline="") as handle:
-        return [(row["class"], int(row["z"]), int(row["y"]), int(row["x"])) for row in csv.DictReader(handle)]
-
-
-def _truth_rows(truth):
-    return sorted((str(name), int(z), int(y), int(x)) for name, z, y, x in truth)
+def same_truth(truth, csv_path):
+    """Whether truth rows (name, z, y, x) are the targets written to `csv_path`."""
+    written = read_coords(csv_path)
+    return sorted((str(name), float(x), float(y), float(z)) for name, z, y, x in truth) \
+        == sorted(zip(written.names.tolist(), *written.xyz.T.tolist()))
 
 
 def write_objects(path, objects):
@@ -326,7 +325,7 @@ def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_fli
             paths = [objects_path(written[snr][index][0]) for snr in snrs]
             if not all(path.is_file() for path in paths):  # a series made before objects were kept
                 _, _, truth, objects = layout(templates, shape, seed + index, targets, render=False)
-                if _truth_rows(truth) != _truth_rows(read_truth(written[snrs[0]][index][1])):
+                if not same_truth(truth, written[snrs[0]][index][1]):
                     log(f"{paths[0].name}: the replayed layout differs from the tomogram's (maps "
                         f"changed?); not written")
                     continue
