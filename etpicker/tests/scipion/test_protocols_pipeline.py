@@ -4,10 +4,12 @@ import csv
 import json
 import os
 import shutil
+import time
 
 import mrcfile
 import numpy as np
 from pwem.protocols import ProtSetFilter
+from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.protocols import ProtExportCoordinates3D
@@ -32,6 +34,12 @@ def validation_losses(model):
     """Validation loss per epoch, from a model's training history."""
     with open(model.getHistoryFile()) as handle:
         return [round(float(row["val_loss"]), 3) for row in csv.DictReader(handle)]
+
+
+def epochs_in(history_file):
+    """The epoch numbers a training history lists."""
+    with open(history_file) as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
 
 class TestEtPickerPipeline(BaseTest):
@@ -131,6 +139,29 @@ class TestEtPickerPipeline(BaseTest):
         self.assertLess(tuned_loss[0], (base[0] + base[-1]) / 2)
         picked = self.picks(self.pickRun(self.testTomos, tuned), "particle")[TEST_STEM][0]
         self.assertGreaterEqual(f1_score(picked, self.truth[TEST_STEM]["particle"], TOLERANCE), 0.8)
+
+    def test_stopped_training_continues_from_its_checkpoint(self):
+        epochs = 4
+        prot = new_protocol(self, EtPickerProtTrain,
+                            {"inputTomograms": output(self.trainTomos, "Tomograms"),
+                             "inputCoordinates": [self.annotations[n] for n in CLASSES]},
+                            **dict(TRAINING, epochs=epochs))
+        self.proj.launchProtocol(prot, wait=False)
+        history = prot._getExtraPath("model", "history.csv")
+        deadline = time.time() + 300
+        while not (os.path.exists(history) and epochs_in(history)):  # one epoch done
+            self.assertLess(time.time(), deadline, "no epoch finished in 5 minutes")
+            time.sleep(0.5)
+        self.proj.stopProtocol(prot)  # what the GUI's Stop does: kills the core too
+        stopped_after = epochs_in(history)
+        self.assertLess(stopped_after[-1], epochs)
+
+        prot.runMode.set(MODE_RESUME)  # the GUI's "Continue"
+        self.launchProtocol(prot)
+        self.assertTrue(prot.isFinished())
+        self.assertEqual(epochs_in(prot.outputModel.getHistoryFile()), list(range(1, epochs + 1)))
+        with open(prot.getStdoutLog()) as handle:
+            self.assertIn("resuming", handle.read())
 
     # --------------------------- picks ---------------------------------------
     def test_picks_find_the_particles_of_each_class(self):
