@@ -159,7 +159,8 @@ def _add_pick(subparsers):
     parser.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
     parser.add_argument("--tomos", required=True, nargs="+", type=Path, metavar="A.mrc")
     parser.add_argument("--out", required=True, type=Path, metavar="PRED_DIR")
-    parser.add_argument("--pad", type=int, help="tile margin (default: the model's)")
+    parser.add_argument("--pad", type=int, help="tile margin (default: the model's, patch/4); patch/6, "
+                        "the margin training validated with, picks about twice as fast")
     parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability (1 - background) that makes a voxel "
                                                                      "foreground")
     parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: per class, "
