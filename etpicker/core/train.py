@@ -165,12 +165,15 @@ def _set_rng_state(state, rng, generator):
 
 
 def _write_history(path, history):
-    with open(path, "w", newline="") as handle:
+    # Replaced whole, so that a viewer plotting a running training never reads half a file.
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(HISTORY_COLUMNS)
         for row in history:
             writer.writerow([row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:-1]]
                             + ["/".join(f"{value:g}" for value in row.get("val_min_scores", {}).values())])
+    os.replace(temporary, path)
 
 
 def _save_atomically(obj, path):
