@@ -1,7 +1,7 @@
 """Speed and memory benchmark of the etpicker core (a benchmark, not a test).
 
 Prints, as absolute numbers and as ratios against naive alternatives:
-  inference  segment() throughput (voxels/s) on a 200×512×512 volume (patch 72, pad 18)
+  inference  segment() throughput (voxels/s) on a 200×512×512 volume (patch 72, pad 12)
   nms        MP-NMS time and peak memory on a 200×512×512 class map, slab-wise (ours)
              against whole-volume pooling (naive)
   train      one training step (batch 8, patch 72, forward + backward + AdamW)
@@ -37,6 +37,7 @@ from etpicker.core.device import AMP_MODES, autocast, autocast_dtype, dtype_name
 from etpicker.core.pick import WEIGHTS_NAME, build_model  # noqa: E402
 from etpicker.core.postprocess import mp_nms  # noqa: E402
 from etpicker.core.tiling import segment, tile_origins  # noqa: E402
+from etpicker.core.train import default_pad  # noqa: E402
 
 SECTIONS = ("inference", "nms", "train", "memory")
 N_CLASSES = 3
@@ -126,7 +127,8 @@ def child_nms(args):
 
 def bench_inference(args, device, out):
     shape = (40, 72, 72) if args.quick else (200, 512, 512)
-    patch, pad, batch = 72, 18, args.batch
+    patch, batch = 72, args.batch
+    pad = default_pad(patch)  # what a model trained with this patch picks with
     model = ResUNet3D(N_CLASSES).to(device)
     total_tiles = len(tile_origins(shape, patch, pad))
     amp_dtype = autocast_dtype(device, args.amp)
@@ -172,8 +174,8 @@ def bench_inference(args, device, out):
         log(f"  {shape}: {seconds:.1f} s for {total_tiles} tiles")
     overlap = total_tiles * patch ** 3 / np.prod(shape)
     log(f"  tiling overhead: each voxel goes through the network {overlap:.1f}× "
-        f"(pad {pad}); pad 12 would need "
-        f"{len(tile_origins(shape, patch, 12)) / total_tiles:.2f}× the tiles")
+        f"(pad {pad}); the reference's picking pad 18 would need "
+        f"{len(tile_origins(shape, patch, 18)) / total_tiles:.2f}× the tiles")
     volume_path.unlink()
     return seconds / len(tile_origins(measured_shape, patch, pad))
 
@@ -321,7 +323,7 @@ def main(argv=None):
     parser.add_argument("--naive-slices", type=int, default=40,
                         help="on a CPU, the naive MP-NMS comparison uses this many z-slices "
                              "(default %(default)s)")
-    parser.add_argument("--memory-pad", type=int, default=18,
+    parser.add_argument("--memory-pad", type=int, default=default_pad(72),
                         help="tile margin of the memory run; 0 needs 1/7 of the tiles and "
                              "leaves the peak memory unchanged (default %(default)s)")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench_output" / "speed")

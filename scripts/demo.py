@@ -25,8 +25,8 @@ SHAPE = (64, 128, 128)  # z, y, x voxels
 VOXEL_SIZE = 10.0  # Å
 TOLERANCE = 40.0  # Å: the radius of the smallest class (8 voxels across), a quarter of the largest's diameter
 # Small patches keep a CPU epoch to about a minute; tiles must stay larger than 2 x pad.
+# The model picks with the padding it was validated with.
 TRAINING = dict(patch=32, pad=6, batch=4, learningRate=3e-3)
-PICKING = dict(pad=6)
 
 
 def parseArgs():
@@ -140,7 +140,7 @@ def buildProject(runner, splits, classes, args, dataDir):
                                **TRAINING)
     runs["pick"] = runner.run(EtPickerProtPick, "pick",
                               {"inputTomograms": output(tomograms["test"], "Tomograms"),
-                               "inputModel": output(runs["train"], OUTPUT_MODEL)}, **PICKING)
+                               "inputModel": output(runs["train"], OUTPUT_MODEL)})
     picks = [output(runs["pick"], EtPickerProtPick._outputName(name)) for name in classes]
     runs["evaluate"] = runner.run(EtPickerProtEvaluate, "evaluate on test tomograms",
                                   {"inputPicks": picks, "inputReference": coordinates("test")},

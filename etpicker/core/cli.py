@@ -118,8 +118,8 @@ def _add_train(subparsers):
                         "learning rate anneals over it and training stops when it is spent, "
                         "mid-epoch if need be, keeping the best model")
     parser.add_argument("--patch", type=int, default=72, help="training patch size, a multiple of 8")
-    parser.add_argument("--pad", type=int, help="tile margin of validation picking (default patch/6, 12 for "
-                                                "72); the model stores patch/4 (18) for picking")
+    parser.add_argument("--pad", type=int, help="tile margin of validation picking, stored in the model for "
+                                                "picking (default patch/6, 12 for 72)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
     parser.add_argument("--ce-weight", type=float, default=0.0, help="weight of cross-entropy added to Dice")
@@ -159,8 +159,8 @@ def _add_pick(subparsers):
     parser.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
     parser.add_argument("--tomos", required=True, nargs="+", type=Path, metavar="A.mrc")
     parser.add_argument("--out", required=True, type=Path, metavar="PRED_DIR")
-    parser.add_argument("--pad", type=int, help="tile margin (default: the model's, patch/4); patch/6, "
-                        "the margin training validated with, picks about twice as fast")
+    parser.add_argument("--pad", type=int, help="tile margin (default: the model's, the one its training "
+                        "validated with)")
     parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability (1 - background) that makes a voxel "
                                                                      "foreground")
     parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: per class, "

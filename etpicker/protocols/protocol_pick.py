@@ -54,9 +54,8 @@ class EtPickerProtPick(EtPickerProtBase):
         form.addParam("pad", params.IntParam, allowsNull=True,
                       label="Tile padding (voxels) (optional)",
                       help="Border of each tile discarded (tiles overlap by twice this). "
-                           "Empty: the model's default (1/4 of its patch size). 1/6 of the "
-                           "patch (the padding training validated with) picks about twice "
-                           "as fast; F1 changed by -0.02 to +0.03 in our benchmarks.")
+                           "Empty: the model's, the padding its training validated with "
+                           "(1/6 of its patch size by default).")
         form.addParam("batch", params.IntParam, default=4, label="Batch size (tiles)")
         form.addParallelSection(threads=1, mpi=0)
 

@@ -57,8 +57,9 @@ class EtPickerProtTrain(EtPickerProtBase):
                       help="Edge of the cubic training patch, a multiple of 8.")
         form.addParam("pad", params.IntParam, allowsNull=True,
                       label="Tile padding (voxels) (optional)",
-                      help="Border of each tile discarded when validating by picking. "
-                           "Empty: the core's default (1/6 of the patch).")
+                      help="Border of each tile discarded when validating by picking; "
+                           "the model keeps it for picking. Empty: the core's default "
+                           "(1/6 of the patch).")
         form.addParam("epochs", params.IntParam, default=60, label="Epochs")
         form.addParam("maxMinutes", params.FloatParam, default=0,
                       label="Time budget (minutes)",

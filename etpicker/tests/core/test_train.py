@@ -84,7 +84,8 @@ def test_config_holds_what_picking_needs(data, tmp_path):
     train.train(*data, tmp_path, seed=0, **dict(TINY, epochs=1), diameters=[7, 9, 11])
     config = io.read_config(tmp_path)
     assert config["diameters"] == [7, 9, 11] and config["label_type"] == "tball"
-    assert config["voxel_size"] == pytest.approx(10.0) and config["patch"] == 16 and config["pad"] == 4
+    assert config["voxel_size"] == pytest.approx(10.0) and config["patch"] == 16
+    assert config["pad"] == config["training"]["pad"] == 3  # picks at the margin validation tuned at
     assert {"format", "classes", "coordconv", "pyramid", "normalisation", "version"} <= set(config)
     assert (tmp_path / "weights.pt").is_file()
 
