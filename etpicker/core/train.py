@@ -163,20 +163,25 @@ def _set_rng_state(state, rng, generator):
 
 
 def _write_history(path, history):
-    # Replaced whole, so that a viewer plotting a running training never reads half a file.
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(HISTORY_COLUMNS)
-        for row in history:
-            writer.writerow([row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:-1]]
-                            + ["/".join(f"{value:g}" for value in row.get("val_min_scores", {}).values())])
-    os.replace(temporary, path)
+    def write(temporary):
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(HISTORY_COLUMNS)
+            for row in history:
+                writer.writerow([row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:-1]]
+                                + ["/".join(f"{value:g}" for value in row.get("val_min_scores", {}).values())])
+    _replace_whole(path, write)
 
 
 def _save_atomically(obj, path):
+    _replace_whole(path, lambda temporary: torch.save(obj, temporary))
+
+
+def _replace_whole(path, write):
+    """`write(temporary path)`, then rename it over `path`: neither a kill mid-write nor a
+    reader (a viewer plotting a running training) ever sees half a file."""
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
+    write(temporary)
     os.replace(temporary, path)
 
 
