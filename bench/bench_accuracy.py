@@ -164,11 +164,12 @@ def report_sources(pred_dir, test, classes, sizes, log):
     """Logs, per predicted class, how many picks sit on each kind of object."""
     counts = {name: Counter() for name in classes}
     for mrc, _ in test:
-        if not realistic.objects_path(mrc).is_file():
-            log(f"  {realistic.objects_path(mrc).name} missing: no breakdown of the picks")
+        objects_file = realistic.objects_path(mrc)
+        if not objects_file.is_file():
+            log(f"  {objects_file.name} missing: no breakdown of the picks")
             return
         picks = io.read_coords(pred_dir / f"{mrc.stem}.csv")
-        objects = realistic.read_objects(realistic.objects_path(mrc))
+        objects = realistic.read_objects(objects_file)
         for name, kind in zip(picks.names, sits_on(picks.xyz, objects)):
             counts.setdefault(name, Counter())[kind] += 1
     log("  picks by what they sit on (diameter in voxels):")

@@ -40,6 +40,7 @@ from etpicker.core.tiling import segment, tile_origins  # noqa: E402
 from etpicker.core.train import default_pad  # noqa: E402
 
 SECTIONS = ("inference", "nms", "train", "memory")
+REFERENCE_PICK_PAD = 18  # the reference's picking margin for a 72-voxel patch
 N_CLASSES = 3
 LABEL_DIAMETERS = (9, 13, 17)  # weak-label diameters of the three benchmark classes
 MEMORY_LIMIT = 3 * 1024 ** 3
@@ -174,8 +175,8 @@ def bench_inference(args, device, out):
         log(f"  {shape}: {seconds:.1f} s for {total_tiles} tiles")
     overlap = total_tiles * patch ** 3 / np.prod(shape)
     log(f"  tiling overhead: each voxel goes through the network {overlap:.1f}× "
-        f"(pad {pad}); the reference's picking pad 18 would need "
-        f"{len(tile_origins(shape, patch, 18)) / total_tiles:.2f}× the tiles")
+        f"(pad {pad}); the reference's picking pad {REFERENCE_PICK_PAD} would need "
+        f"{len(tile_origins(shape, patch, REFERENCE_PICK_PAD)) / total_tiles:.2f}× the tiles")
     volume_path.unlink()
     return seconds / len(tile_origins(measured_shape, patch, pad))
 
@@ -294,12 +295,12 @@ def bench_memory(args, device, out, seconds_per_tile):
         [sys.executable, "-m", "etpicker.core", "pick", "--model", model_dir,
          "--tomos", tomo_path, "--out", out / "memory_pred", "--pad", pad,
          "--batch", args.batch, "--device", str(device)])
-    reference_tiles = len(tile_origins(shape, patch, 18))  # the reference's pick pad
+    reference_tiles = len(tile_origins(shape, patch, REFERENCE_PICK_PAD))
     tiles_in_ram = reference_tiles * patch ** 3 * 4
     verdict = "OK" if peak < MEMORY_LIMIT or device.type == "cuda" else "OVER THE LIMIT"
     log(f"  {seconds / 60:.1f} min, peak RSS {peak / GB:.2f} GB "
         f"(limit {MEMORY_LIMIT / GB:.0f} GB on CPU: {verdict})")
-    log(f"  naive: all {reference_tiles} tiles (pad 18) in RAM would hold "
+    log(f"  naive: all {reference_tiles} tiles (pad {REFERENCE_PICK_PAD}) in RAM would hold "
         f"{tiles_in_ram / GB:.1f} GB of input alone, {tiles_in_ram / peak:.1f}× our whole peak")
     shutil.rmtree(model_dir)
     shutil.rmtree(out / "memory_pred", ignore_errors=True)
@@ -324,7 +325,7 @@ def main(argv=None):
                         help="on a CPU, the naive MP-NMS comparison uses this many z-slices "
                              "(default %(default)s)")
     parser.add_argument("--memory-pad", type=int, default=default_pad(72),
-                        help="tile margin of the memory run; 0 needs 1/7 of the tiles and "
+                        help="tile margin of the memory run; 0 needs 1/3 of the tiles and "
                              "leaves the peak memory unchanged (default %(default)s)")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench_output" / "speed")
     parser.add_argument("--child", choices=("nms-ours", "nms-naive"), help=argparse.SUPPRESS)

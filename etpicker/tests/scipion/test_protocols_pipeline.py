@@ -1,6 +1,5 @@
 """The whole Scipion path on synthetic data: tomo's importers -> weak labels -> train ->
 pick -> downstream tomo/pwem protocols, sharing one small model trained on the CPU."""
-import csv
 import json
 import os
 import shutil
@@ -14,7 +13,9 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.protocols import ProtExportCoordinates3D
 
+from etpicker.constants import MODEL_HISTORY
 from etpicker.protocols import EtPickerProtLabels, EtPickerProtTrain, EtPickerProtPick
+from etpicker.viewers.plots import read_history
 from scipion_helpers import (output, new_protocol, run_core, read_core_csv, write_importer_txt,
                              import_tomograms, import_coordinates, f1_score)
 
@@ -30,16 +31,9 @@ TRAINING = dict(patch=32, widths="8,16,24,32", epochs=10, batch=4, learningRate=
                 diameters="110", valFraction=0.25, useGpu=False)
 
 
-def validation_losses(model):
-    """Validation loss per epoch, from a model's training history."""
-    with open(model.getHistoryFile()) as handle:
-        return [round(float(row["val_loss"]), 3) for row in csv.DictReader(handle)]
-
-
 def epochs_in(history_file):
     """The epoch numbers a training history lists."""
-    with open(history_file) as handle:
-        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+    return read_history(history_file)["epoch"].astype(int).tolist()
 
 
 class TestEtPickerPipeline(BaseTest):
@@ -135,7 +129,8 @@ class TestEtPickerPipeline(BaseTest):
         # so F1 cannot tell the two starts apart; the validation loss can: after one epoch
         # it is near where the initial model ended (measured 0.171 against 0.164), not near
         # the initial model's own first epoch (0.303).
-        base, tuned_loss = (validation_losses(run.outputModel) for run in (self.train, tuned))
+        base, tuned_loss = (read_history(run.outputModel.getHistoryFile())["val_loss"]
+                            for run in (self.train, tuned))
         self.assertLess(tuned_loss[0], (base[0] + base[-1]) / 2)
         picked = self.picks(self.pickRun(self.testTomos, tuned), "particle")[TEST_STEM][0]
         self.assertGreaterEqual(f1_score(picked, self.truth[TEST_STEM]["particle"], TOLERANCE), 0.8)
@@ -147,7 +142,7 @@ class TestEtPickerPipeline(BaseTest):
                              "inputCoordinates": [self.annotations[n] for n in CLASSES]},
                             **dict(TRAINING, epochs=epochs))
         self.proj.launchProtocol(prot, wait=False)
-        history = prot._getExtraPath("model", "history.csv")
+        history = os.path.join(prot._modelDir(), MODEL_HISTORY)
         deadline = time.time() + 300
         while not (os.path.exists(history) and epochs_in(history)):  # one epoch done
             self.assertLess(time.time(), deadline, "no epoch finished in 5 minutes")
