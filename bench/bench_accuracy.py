@@ -191,9 +191,9 @@ def main(argv=None):
     parser.add_argument("--snr", type=float, nargs="+", default=(0.1, 0.05))
     parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 256),
                         metavar=("Z", "Y", "X"))
-    parser.add_argument("--val-shape", type=int, nargs=3, default=(64, 160, 160),
-                        metavar=("Z", "Y", "X"),
-                        help="validation tomograms are smaller: train picks them every epoch")
+    parser.add_argument("--val-shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="default: --shape. Validation picks choose the best epoch and each "
+                             "class's score threshold; 21 particles (64 160 160) made both noisy")
     parser.add_argument("--n-train", type=int, default=3)
     parser.add_argument("--n-val", type=int, default=1)
     parser.add_argument("--n-test", type=int, default=2)
@@ -228,7 +228,7 @@ def main(argv=None):
     log(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     data = realistic.generate(args.out / "data", args.n_train + args.n_test, tuple(args.shape),
                               args.snr, args.seed, targets, templates=templates, log=log)
-    val_data = realistic.generate(args.out / "data_val", args.n_val, tuple(args.val_shape),
+    val_data = realistic.generate(args.out / "data_val", args.n_val, tuple(args.val_shape or args.shape),
                                   args.snr, args.seed + 1000, targets, templates=templates,
                                   log=log)
     rows = []

@@ -20,7 +20,8 @@ from .metrics import evaluate, scores
 from .model import DEFAULT_WIDTHS
 from .pick import load_model, pick_tomogram
 from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
-from .train import DEFAULT_DIAMETER, DEFAULT_HARD_NEGATIVE_FRACTION, class_order, expand_diameters, train
+from .train import (DEFAULT_DIAMETER, DEFAULT_HARD_NEGATIVE_FRACTION, MIN_VAL_PARTICLES, class_order,
+                    expand_diameters, train)
 
 DEFAULT_EVALUATE_DIAMETER = 12
 
@@ -102,7 +103,8 @@ def _add_train(subparsers):
         description="Train a 3D-ResUNet on weak labels around annotated centres. Coordinates are matched "
                     "to tomograms by file stem (T.mrc <-> T.csv). Without --val-tomos, a block at one end "
                     "of each tomogram holding --val-fraction of its particles is held out for validation. "
-                    "The epoch with the best validation picking F1 is kept.")
+                    "The epoch with the best validation picking F1 is kept, with each class's score "
+                    f"threshold tuned there: give {MIN_VAL_PARTICLES} or more validation particles per class.")
     parser.add_argument("--tomos", required=True, nargs="+", type=Path, metavar="T.mrc")
     parser.add_argument("--coords", required=True, nargs="+", type=Path, metavar="T.csv")
     parser.add_argument("--val-tomos", nargs="+", type=Path, default=[], metavar="V.mrc")

@@ -45,6 +45,10 @@ MAX_VAL_PATCHES = 64
 # score above 1 (the network paints more than the weak label's ball): up to 1/ideal_score,
 # 3.2 for a 7-voxel label, where the best threshold of a small class can lie above 1.5.
 MIN_SCORE_CHOICES = np.round(np.arange(0.2, 3.001, 0.05), 2)
+# Fewer validation particles of a class than this draw a warning: the kept epoch and the
+# class's score threshold are chosen on them. With 7 per class both were noisy, and
+# thresholds tuned on 35 per class picked test tomograms better (bench/README.md).
+MIN_VAL_PARTICLES = 20
 # Settings a resumed run must share with the run that wrote the checkpoint.
 RESUME_KEYS = ("classes", "diameters", "label_type", "patch", "widths", "epochs", "batch", "lr")
 
@@ -257,6 +261,12 @@ def _validation_scores(model, config, val_sets, pad, batch, device, amp):
     return best_min_scores(picks, config["classes"], tolerance)
 
 
+def sparse_validation_classes(names, classes, minimum=MIN_VAL_PARTICLES):
+    """{class: count} for each class with fewer than `minimum` scored validation particles."""
+    counts = {name: int(np.sum(names == name)) for name in classes}
+    return {name: count for name, count in counts.items() if count < minimum}
+
+
 def best_min_scores(picks, classes, tolerance, choices=MIN_SCORE_CHOICES):
     """(precision, recall, F1, {class: threshold}): for each class the threshold of `choices`
     giving its best F1 over all `picks` ((predicted Coords, their relative scores, true
@@ -396,6 +406,10 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
                 for c in s.centres_zyx[s.trainable]][:MAX_VAL_PATCHES]
     if not val_plan:
         raise InputError("the validation coordinates hold no particles")
+    scored = np.concatenate([val.truth_names[val.kept(val.truth_xyz)] for val in val_sets])
+    for name, count in sparse_validation_classes(scored, classes).items():
+        log(f"warning: validation scores only {count} particle(s) of {name}; the epoch kept and {name}'s score "
+            f"threshold are chosen on them and will be noisy: give {MIN_VAL_PARTICLES} or more per class")
 
     steps_per_epoch = math.ceil(sampler.n_patches / batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

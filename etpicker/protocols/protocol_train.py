@@ -34,8 +34,10 @@ class EtPickerProtTrain(EtPickerProtBase):
                            "than the tomograms are scaled.")
         form.addParam("valTomograms", params.PointerParam, pointerClass="SetOfTomograms",
                       allowsNull=True, label="Validation tomograms (optional)",
-                      help="Tomograms held out to choose the best epoch by picking F1. "
-                           "Empty: a fraction of the training data is held out.")
+                      help="Tomograms held out to choose the best epoch, and each class's "
+                           "score threshold, by picking F1; give 20 or more particles per "
+                           "class (fewer make both choices noisy). Empty: a fraction of the "
+                           "training data is held out.")
         form.addParam("valCoordinates", params.MultiPointerParam,
                       pointerClass="SetOfCoordinates3D", allowsNull=True,
                       condition="valTomograms", label="Validation coordinates",

@@ -101,6 +101,23 @@ def test_validation_chooses_the_score_thresholds_that_picking_uses(data, tmp_pat
     assert all(value in train.MIN_SCORE_CHOICES for value in values)
 
 
+def test_a_validation_with_few_particles_of_a_class_is_warned_about(data, tmp_path):
+    lines = []
+    train.train(*data, tmp_path, seed=0, **dict(TINY, epochs=1, log=lines.append))
+    warnings = [line for line in lines if line.startswith("warning: validation scores only")]
+    classes = io.read_config(tmp_path)["classes"]
+    # the tiny tomogram holds 4 particles per class, so its held-out block has fewer than 20 of each
+    assert len(warnings) == len(classes)
+    assert all(f"of {name};" in line for name, line in zip(classes, warnings))
+    assert all(f"give {train.MIN_VAL_PARTICLES} or more per class" in line for line in warnings)
+
+
+def test_sparse_validation_classes_are_those_under_the_minimum():
+    names = np.array(["a"] * 20 + ["b"] * 19)
+    assert train.sparse_validation_classes(names, ["a", "b", "c"]) == {"b": 19, "c": 0}
+    assert train.sparse_validation_classes(names, ["a", "b"], minimum=5) == {}
+
+
 def test_best_min_scores_are_per_class_and_take_the_middle_of_a_tie():
     truth = io.Coords(np.array(["a", "a", "a", "b"]), np.array([[5.0, 5, 5], [20, 5, 5], [35, 5, 5], [5, 30, 5]]))
     predicted = io.Coords(np.array(["a"] * 5 + ["b", "b"]),
