@@ -19,6 +19,9 @@ MODEL_CHECKPOINT = "checkpoint.pt"
 
 # Core CLI choices.
 LABEL_TYPES = ["tball", "ball", "cubic", "gaussian"]
+# Fewer validation particles of a class than this make the epoch kept and the class's
+# score threshold noisy: the core's train.MIN_VAL_PARTICLES.
+MIN_VAL_PARTICLES = 20
 
 # Output names of the protocols (viewers and downstream code look them up).
 OUTPUT_MODEL = "outputModel"

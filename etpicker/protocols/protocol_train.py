@@ -4,7 +4,7 @@ import os
 from pyworkflow.protocol import params
 
 from .. import convert
-from ..constants import LABEL_TYPES, OUTPUT_MODEL, MODEL_CHECKPOINT
+from ..constants import LABEL_TYPES, MIN_VAL_PARTICLES, OUTPUT_MODEL, MODEL_CHECKPOINT
 from ..objects import EtPickerModel
 from .protocol_base import EtPickerProtBase, quote, quoteAll, diameterArgs, diameterErrors
 
@@ -196,6 +196,28 @@ class EtPickerProtTrain(EtPickerProtBase):
         errors += diameterErrors(self.diameters.get(), len(coordSets),
                                  tomograms.getSamplingRate())
         return errors
+
+    def _warnings(self):
+        """Asked before launching: a validation set too thin to choose on."""
+        if self.valTomograms.get() is not None:
+            tomograms, share = self.valTomograms.get(), 1.0
+            coordSets = [p.get() for p in self.valCoordinates]
+        else:
+            tomograms, share = self.inputTomograms.get(), self.valFraction.get()
+            coordSets = [p.get() for p in self.inputCoordinates]
+        if tomograms is None or None in coordSets:
+            return []  # _validate reports it
+        tsIds = set(tomograms.getUniqueValues("_tsId"))
+        warnings = []
+        for name, coordSet in zip(self._classNames(), coordSets):
+            count = int(share * sum(1 for coord in coordSet if coord.getTomoId() in tsIds))
+            if count < MIN_VAL_PARTICLES:
+                warnings.append("Validation has %s%d particles of %s (fewer than %d): the epoch kept "
+                                "and the score threshold of %s are chosen on them and will be noisy. "
+                                "Give more validation particles."
+                                % ("" if share == 1.0 else "about ", count, name,
+                                   MIN_VAL_PARTICLES, name))
+        return warnings
 
     def _summary(self):
         summary = ["Classes: %s." % ", ".join(self._classNames())]

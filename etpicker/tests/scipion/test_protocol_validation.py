@@ -1,4 +1,5 @@
-"""_validate messages for bad inputs, and the conversions between Scipion and core files.
+"""_validate and _warnings messages for bad or thin inputs, and the conversions
+between Scipion and core files.
 
 No network is trained here: tomograms are small random volumes and the model a
 folder with a config.json (validation and conversion never load weights).
@@ -12,8 +13,10 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from tomo.constants import BOTTOM_LEFT_CORNER
 
 from etpicker import convert
+from etpicker.constants import LABEL_TYPES, MIN_VAL_PARTICLES
 from etpicker.protocols import (EtPickerProtLabels, EtPickerProtTrain, EtPickerProtPick,
                                 EtPickerProtImportModel)
+from etpicker.protocols.protocol_base import linkInputs
 from scipion_helpers import (output, new_protocol, write_mrc, write_importer_txt, import_tomograms,
                              import_coordinates)
 
@@ -41,12 +44,16 @@ class TestEtPickerValidation(BaseTest):
         for stem in cls.xyz:
             write_mrc(os.path.join(root, "%s.mrc" % stem), rng.normal(size=SHAPE), 10.0)
             write_importer_txt(os.path.join(root, "ribosome"), stem, cls.xyz[stem])
+        # 24 particles in one tomogram: enough to validate on
+        grid = np.stack(np.meshgrid([6.0, 18, 30, 42], [8.0, 20, 32], [6.0, 16], indexing="ij"), -1)
+        write_importer_txt(os.path.join(root, "many"), "tomo_a", grid.reshape(-1, 3))
         os.makedirs(os.path.join(root, "empty"))
         open(os.path.join(root, "empty", "tomo_a.txt"), "w").close()
         cls.tomos = import_tomograms(cls, root, 10.0, label="tomos 10A")
         cls.tomos20 = import_tomograms(cls, root, 20.0, label="tomos 20A")
         cls.ribosome = import_coordinates(cls, os.path.join(root, "ribosome"), cls.tomos,
                                           label="ribosome")
+        cls.many = import_coordinates(cls, os.path.join(root, "many"), cls.tomos, label="many")
         cls.empty = import_coordinates(cls, os.path.join(root, "empty"), cls.tomos,
                                        label="nothing")
         cls.modelRun = cls.newProtocol(EtPickerProtImportModel,
@@ -72,6 +79,25 @@ class TestEtPickerValidation(BaseTest):
                               {"inputTomograms": output(self.tomos, "Tomograms"),
                                "inputCoordinates": [output(self.ribosome, "outputCoordinates")]})
         self.assertEqual(labels.validate(), [])
+
+    def test_thin_validation_is_warned_about_before_launch(self):
+        # 4 ribosomes in all: the held-out fifth holds about 0 of them
+        warnings = self._train(self.ribosome, diameters="90").warnings()
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("about 0 particles of ribosome (fewer than %d)" % MIN_VAL_PARTICLES, warnings[0])
+        thin = self._train(self.ribosome, diameters="90")
+        linkInputs(thin, {"valTomograms": output(self.tomos, "Tomograms"),
+                          "valCoordinates": [output(self.ribosome, "outputCoordinates")]})
+        self.assertIn("has 4 particles of ribosome", thin.warnings()[0])
+        enough = self._train(self.ribosome, diameters="90")
+        linkInputs(enough, {"valTomograms": output(self.tomos, "Tomograms"),
+                            "valCoordinates": [output(self.many, "outputCoordinates")]})
+        self.assertEqual(enough.warnings(), [])
+
+    def test_plugin_constants_match_the_core(self):
+        from etpicker.core import labels, train
+        self.assertEqual(MIN_VAL_PARTICLES, train.MIN_VAL_PARTICLES)
+        self.assertEqual(LABEL_TYPES, list(labels.LABEL_TYPES))
 
     def test_voxel_size_mismatch_says_to_rescale_or_retrain(self):
         errors = self._pick(self.tomos20, self.modelRun).validate()
