@@ -35,9 +35,9 @@ class EtPickerProtTrain(EtPickerProtBase):
         form.addParam("valTomograms", params.PointerParam, pointerClass="SetOfTomograms",
                       allowsNull=True, label="Validation tomograms (optional)",
                       help="Tomograms held out to choose the best epoch, and each class's "
-                           "score threshold, by picking F1; give 20 or more particles per "
+                           "score threshold, by picking F1; give %d or more particles per "
                            "class (fewer make both choices noisy). Empty: a fraction of the "
-                           "training data is held out.")
+                           "training data is held out." % MIN_VAL_PARTICLES)
         form.addParam("valCoordinates", params.MultiPointerParam,
                       pointerClass="SetOfCoordinates3D", allowsNull=True,
                       condition="valTomograms", label="Validation coordinates",
@@ -210,9 +210,9 @@ class EtPickerProtTrain(EtPickerProtBase):
         tsIds = set(tomograms.getUniqueValues("_tsId"))
         warnings = []
         for name, coordSet in zip(self._classNames(), coordSets):
-            count = int(share * sum(1 for coord in coordSet if coord.getTomoId() in tsIds))
+            count = int(round(share * sum(1 for coord in coordSet if coord.getTomoId() in tsIds)))
             if count < MIN_VAL_PARTICLES:
-                warnings.append("Validation has %s%d particles of %s (fewer than %d): the epoch kept "
+                warnings.append("Validation has %s%d particle(s) of %s (fewer than %d): the epoch kept "
                                 "and the score threshold of %s are chosen on them and will be noisy. "
                                 "Give more validation particles."
                                 % ("" if share == 1.0 else "about ", count, name,

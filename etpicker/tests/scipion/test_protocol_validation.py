@@ -81,14 +81,14 @@ class TestEtPickerValidation(BaseTest):
         self.assertEqual(labels.validate(), [])
 
     def test_thin_validation_is_warned_about_before_launch(self):
-        # 4 ribosomes in all: the held-out fifth holds about 0 of them
+        # 4 ribosomes in all: the held-out fifth holds about 1 of them
         warnings = self._train(self.ribosome, diameters="90").warnings()
         self.assertEqual(len(warnings), 1, warnings)
-        self.assertIn("about 0 particles of ribosome (fewer than %d)" % MIN_VAL_PARTICLES, warnings[0])
+        self.assertIn("about 1 particle(s) of ribosome (fewer than %d)" % MIN_VAL_PARTICLES, warnings[0])
         thin = self._train(self.ribosome, diameters="90")
         linkInputs(thin, {"valTomograms": output(self.tomos, "Tomograms"),
                           "valCoordinates": [output(self.ribosome, "outputCoordinates")]})
-        self.assertIn("has 4 particles of ribosome", thin.warnings()[0])
+        self.assertIn("has 4 particle(s) of ribosome", thin.warnings()[0])
         enough = self._train(self.ribosome, diameters="90")
         linkInputs(enough, {"valTomograms": output(self.tomos, "Tomograms"),
                             "valCoordinates": [output(self.many, "outputCoordinates")]})
