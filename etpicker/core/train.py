@@ -143,9 +143,12 @@ class ValidationSet:
     axis: int = None
     keep_from: float = None
     stats: tuple = field(init=False)  # (centre, scale): read once, not at every epoch
+    scored_truth: Coords = field(init=False)  # the annotations that count, found once
 
     def __post_init__(self):
         self.stats = robust_stats(self.tomogram.data, name=str(self.tomogram.path))
+        kept = self.kept(self.truth_xyz)
+        self.scored_truth = Coords(self.truth_names[kept], self.truth_xyz[kept], None)
 
     def kept(self, xyz):
         if self.axis is None:
@@ -255,9 +258,8 @@ def _validation_scores(model, config, val_sets, pad, batch, device, amp):
                                   relative_min_score=MIN_SCORE_CHOICES[0], amp=amp, stats=val.stats)
         predicted.xyz += val.offset_zyx[::-1]
         predicted = predicted.subset(val.kept(predicted.xyz))
-        kept = val.kept(val.truth_xyz)
         relative = predicted.score / np.array([ideal[name] for name in predicted.names])
-        picks.append((predicted, relative, Coords(val.truth_names[kept], val.truth_xyz[kept], None)))
+        picks.append((predicted, relative, val.scored_truth))
     return best_min_scores(picks, config["classes"], tolerance)
 
 
@@ -406,7 +408,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
                 for c in s.centres_zyx[s.trainable]][:MAX_VAL_PATCHES]
     if not val_plan:
         raise InputError("the validation coordinates hold no particles")
-    scored = np.concatenate([val.truth_names[val.kept(val.truth_xyz)] for val in val_sets])
+    scored = np.concatenate([val.scored_truth.names for val in val_sets])
     for name, count in sparse_validation_classes(scored, classes).items():
         log(f"warning: validation scores only {count} particle(s) of {name}; the epoch kept and {name}'s score "
             f"threshold are chosen on them and will be noisy: give {MIN_VAL_PARTICLES} or more per class")
