@@ -18,7 +18,7 @@ from .io import Coords, InputError, check_inside, open_tomogram, read_coords, wr
 from .labels import LABEL_TYPES, paint_labels
 from .metrics import evaluate, scores
 from .model import DEFAULT_WIDTHS
-from .pick import load_model, pick_tomogram
+from .pick import load_model, pick_tomogram, voxel_size_warning
 from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
 from .train import (DEFAULT_DIAMETER, DEFAULT_HARD_NEGATIVE_FRACTION, MIN_VAL_PARTICLES, class_order,
                     expand_diameters, train)
@@ -115,6 +115,9 @@ def _add_train(subparsers):
     parser.add_argument("--label-type", choices=LABEL_TYPES, default="tball")
     parser.add_argument("--classes", type=_name_list, metavar="A,B",
                         help="class order (default: sorted class names of the coordinates)")
+    parser.add_argument("--voxel-size", type=float, metavar="ANGSTROM",
+                        help="voxel size of all the tomograms in Å, stored in the model (default: their MRC "
+                             "headers, which must agree)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget of the whole run (minutes): the "
                         "learning rate anneals over it and training stops when it is spent, "
@@ -146,7 +149,7 @@ def _train(args):
           classes=args.classes, epochs=args.epochs, max_minutes=args.max_minutes, patch=args.patch,
           pad=args.pad, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
           init_model=args.init_model, widths=args.widths, ce_weight=args.ce_weight,
-          hard_negative_fraction=args.hard_negatives, amp=args.amp)
+          hard_negative_fraction=args.hard_negatives, amp=args.amp, voxel_size=args.voxel_size)
 
 
 def _add_amp(parser):
@@ -188,6 +191,9 @@ def _pick(args):
     for path in args.tomos:
         try:
             tomogram = open_tomogram(path)
+            warning = voxel_size_warning(tomogram, config)
+            if warning:
+                print(warning, flush=True)
             probability = None
             if args.save_probability:
                 probability_file = mrcfile.new_mmap(args.out / f"{tomogram.stem}_probability.mrc",
@@ -244,7 +250,8 @@ def _evaluate(args):
         else:
             print(f"no prediction {path}: counting all its particles as missed", flush=True)
             predictions[stem] = Coords(np.array([], str), np.zeros((0, 3)))
-    classes = sorted({name for coords in truths.values() for name in coords.names})
+    # Predicted classes count too: picks of a class absent from the truth are all false.
+    classes = sorted({name for coords in [*truths.values(), *predictions.values()] for name in coords.names})
     if args.tolerance is not None:
         if not args.tolerance > 0:
             raise InputError(f"--tolerance must be positive, got {args.tolerance}")
@@ -253,7 +260,7 @@ def _evaluate(args):
         diameters = args.diameter or [DEFAULT_EVALUATE_DIAMETER]
         if len(diameters) == 1:
             diameters = diameters * len(classes)
-        if len(diameters) != len(classes) or min(diameters) <= 0:
+        if len(diameters) != len(classes) or min(diameters, default=1) <= 0:
             raise InputError(f"give one positive --diameter or one per class ({','.join(classes)})")
         tolerance = {name: diameter / 4 for name, diameter in zip(classes, diameters)}
     totals = {}

@@ -15,6 +15,7 @@ import numpy as np
 
 CONFIG_NAME = "config.json"
 COORD_COLUMNS = ("class", "x", "y", "z")
+VOXEL_SIZE_TOLERANCE = 0.01  # relative difference below which two voxel sizes are the same
 
 
 class InputError(ValueError):

@@ -9,6 +9,8 @@ import numpy as np
 from .io import InputError
 
 LABEL_TYPES = ("tball", "ball", "cubic", "gaussian")
+# Below 3 voxels a ball paints nothing (d = 2: every voxel lies 0.87 from the centre, r = 0.5).
+MIN_DIAMETER = 3
 
 
 def _support(rho2, radius2, kind):
@@ -21,11 +23,11 @@ def _support(rho2, radius2, kind):
 
 
 def check_diameters(diameters):
-    """Diameters as a list of positive ints; InputError otherwise."""
+    """Diameters as a list of ints >= MIN_DIAMETER; InputError otherwise."""
     checked = []
     for diameter in diameters:
-        if float(diameter) != int(diameter) or int(diameter) < 1:
-            raise InputError(f"label diameters must be whole numbers of voxels >= 1, got {diameter}")
+        if float(diameter) != int(diameter) or int(diameter) < MIN_DIAMETER:
+            raise InputError(f"label diameters must be whole numbers of voxels >= {MIN_DIAMETER}, got {diameter}")
         checked.append(int(diameter))
     return checked
 

@@ -5,13 +5,14 @@ import numpy as np
 import torch
 
 from .device import autocast_dtype
-from .io import Coords, InputError, read_config
+from .io import VOXEL_SIZE_TOLERANCE, Coords, InputError, read_config
 from .model import ResUNet3D
 from .normalise import robust_stats
 from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, mp_nms
 from .tiling import segment
 
 WEIGHTS_NAME = "weights.pt"
+CONFIG_KEYS = ("classes", "diameters", "voxel_size", "widths", "patch", "pad")  # what picking needs
 
 
 def build_model(config):
@@ -24,7 +25,7 @@ def load_model(model_dir, device="cpu"):
     """(model in eval mode on `device`, config) from a model folder."""
     model_dir = Path(model_dir)
     config = read_config(model_dir)
-    missing = [key for key in ("classes", "diameters", "widths", "patch", "pad") if key not in config]
+    missing = [key for key in CONFIG_KEYS if key not in config]
     if missing:
         raise InputError(f"{model_dir / 'config.json'}: missing {', '.join(missing)}")
     weights = model_dir / WEIGHTS_NAME
@@ -41,6 +42,16 @@ def load_model(model_dir, device="cpu"):
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise InputError(f"{weights}: does not match {model_dir / 'config.json'} ({first_line})") from None
     return model.to(device).eval(), config
+
+
+def voxel_size_warning(tomogram, config):
+    """A warning line when the tomogram's header voxel size is not the model's, else None.
+    Only a warning: headers are often wrong (Scipion checks its own sampling rate)."""
+    trained = float(config["voxel_size"])
+    if abs(tomogram.voxel_size - trained) <= VOXEL_SIZE_TOLERANCE * trained:
+        return None
+    return (f"warning: {tomogram.path} is at {tomogram.voxel_size:g} Å/voxel by its header, the model at "
+            f"{trained:g}: rescale the tomogram to {trained:g} Å/voxel unless its header is wrong")
 
 
 def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score=None, min_distance=None,

@@ -2,7 +2,7 @@
 
 Per class: binarise, mean-pool (k³, stride 1, zero padding) n = round(d / (k - 1)) + 1
 times so a voxel's value grows with its depth inside the mask, keep voxels equal to the
-max-pool of their (2·floor(d/4) + 1)³ neighbourhood and above `floor`, drop those scoring
+max-pool of their (2·max(1, floor(d/4)) + 1)³ neighbourhood and above `floor`, drop those scoring
 below `min_score`, then keep the higher score of any two closer than `min_distance`.
 Pooling is separable (three 1-D window passes per 3-D pooling, the same result), runs on
 any torch device, and works in z-slabs with a halo, cropped to where the class occurs, so
@@ -30,7 +30,7 @@ def pooling_passes(diameter, k):
 
 
 def nms_radius(diameter):
-    return int(diameter) // 4
+    return max(1, int(diameter) // 4)  # radius 0 would keep every voxel of a small blob
 
 
 def _window(x, axis, kernel, reduce):
@@ -203,8 +203,12 @@ def mp_nms(class_map, diameters, k=5, floor=0.1, min_score=None, min_distance=No
     relative = np.broadcast_to(np.asarray(relative_min_score, dtype=np.float64), (len(diameters),))
     ids, centres, scores = [], [], []
     for class_id, diameter in enumerate(diameters, start=1):
-        zyx, score = _class_candidates(class_map, class_id, diameter, k, floor, device, slab)
-        threshold = relative[class_id - 1] * ideal_score(diameter, k) if min_score is None else min_score
+        ideal = ideal_score(diameter, k)
+        # The floor rejects specks; for small diameters (under 5 voxels) it would reject a
+        # fully segmented ball too, so it never exceeds half of that ball's score.
+        class_floor = min(floor, 0.5 * ideal)
+        zyx, score = _class_candidates(class_map, class_id, diameter, k, class_floor, device, slab)
+        threshold = relative[class_id - 1] * ideal if min_score is None else min_score
         strong = score >= threshold
         zyx, score = zyx[strong], score[strong]
         distance = DEFAULT_MIN_DISTANCE_FACTOR * diameter if min_distance is None else min_distance

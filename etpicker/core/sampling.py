@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .io import InputError
 from .labels import paint_labels
 
 
@@ -85,6 +86,8 @@ class PatchSampler:
         lo = np.asarray(origin)
         hi = lo + self.patch
         image = np.asarray(source.data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+        if not np.isfinite(image).all():  # the statistics saw only a subsample of the tomogram
+            raise InputError(f"a training tomogram holds NaN or infinite values (in the patch at z,y,x {lo.tolist()})")
         image = (image - source.centre) / source.scale
         reach = max(self.diameters)
         near = np.all((source.centres_zyx > lo - reach) & (source.centres_zyx < hi + reach), axis=1)

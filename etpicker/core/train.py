@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .augment import default_augmentation
 from .device import autocast, autocast_dtype, dtype_name, resolve_device
-from .io import Coords, InputError, Tomogram, check_inside, open_tomogram, read_config, read_coords, write_config
+from .io import VOXEL_SIZE_TOLERANCE, Coords, InputError, Tomogram, check_inside, open_tomogram, read_config, read_coords, write_config
 from .labels import LABEL_TYPES, check_diameters
 from .losses import dice_ce_loss, soft_target
 from .metrics import evaluate, scores
@@ -26,7 +26,7 @@ from .model import DEFAULT_WIDTHS
 from .negatives import hard_negatives
 from .normalise import robust_stats
 from .pick import WEIGHTS_NAME, build_model, load_model, pick_tomogram
-from .postprocess import ideal_score
+from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, ideal_score
 from .sampling import PatchSampler, PatchSource, patch_origin
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -50,7 +50,8 @@ MIN_SCORE_CHOICES = np.round(np.arange(0.2, 3.001, 0.05), 2)
 # thresholds tuned on 35 per class picked test tomograms better (bench/README.md).
 MIN_VAL_PARTICLES = 20
 # Settings a resumed run must share with the run that wrote the checkpoint.
-RESUME_KEYS = ("classes", "diameters", "label_type", "patch", "widths", "epochs", "batch", "lr")
+RESUME_KEYS = ("classes", "diameters", "label_type", "voxel_size", "patch", "pad", "widths", "epochs", "batch",
+               "lr", "val_fraction", "ce_weight", "hard_negative_fraction")
 
 
 def default_pad(patch):
@@ -142,11 +143,14 @@ class ValidationSet:
     truth_names: np.ndarray
     axis: int = None
     keep_from: float = None
-    stats: tuple = field(init=False)  # (centre, scale): read once, not at every epoch
+    # (centre, scale), read once, not at every epoch; a held-out block gets its whole
+    # tomogram's, with which training and picking standardise it
+    stats: tuple = None
     scored_truth: Coords = field(init=False)  # the annotations that count, found once
 
     def __post_init__(self):
-        self.stats = robust_stats(self.tomogram.data, name=str(self.tomogram.path))
+        if self.stats is None:
+            self.stats = robust_stats(self.tomogram.data, name=str(self.tomogram.path))
         kept = self.kept(self.truth_xyz)
         self.scored_truth = Coords(self.truth_names[kept], self.truth_xyz[kept], None)
 
@@ -288,9 +292,11 @@ def best_min_scores(picks, classes, tolerance, choices=MIN_SCORE_CHOICES):
                 counts += (result["tp"], result["fp"], result["fn"])
             results.append(counts)
         f1 = [2 * t / max(1, 2 * t + p + n) for t, p, n in results]
-        # Of equally good thresholds take the middle one: the F1 plateau is noisy at its ends.
-        tied = [i for i, value in enumerate(f1) if value == max(f1)]
-        best = tied[len(tied) // 2]
+        if max(f1) == 0:  # nothing to choose on (no validation particles, or none found yet)
+            best = int(np.argmin(np.abs(np.asarray(choices) - DEFAULT_RELATIVE_MIN_SCORE)))
+        else:  # of equally good thresholds the middle one: the F1 plateau is noisy at its ends
+            tied = [i for i, value in enumerate(f1) if value == max(f1)]
+            best = tied[len(tied) // 2]
         thresholds[name] = float(choices[best])
         tp, fp, fn = tp + results[best][0], fp + results[best][1], fn + results[best][2]
     micro = scores(tp, fp, fn)
@@ -321,7 +327,7 @@ def _prepare_data(pairs, val_pairs, classes, val_fraction, patch, face_margin, d
             offset = np.array([view_start if a == axis else 0 for a in range(3)])
             val_sets.append(ValidationSet(
                 Tomogram(tomogram.path, tomogram.stem, tomogram.data[view], tomogram.voxel_size),
-                offset, coords.xyz, coords.names, axis, start + face_margin))
+                offset, coords.xyz, coords.names, axis, start + face_margin, (centre, scale)))
             val_sources.append(PatchSource(tomogram.data, centre, scale, zyx, class_ids, ~trainable, shape))
         negatives = None
         if hard_negatives_wanted:
@@ -347,7 +353,8 @@ def _prepare_data(pairs, val_pairs, classes, val_fraction, patch, face_margin, d
 def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, diameters=None,
           label_type="tball", classes=None, epochs=60, max_minutes=None, patch=72, pad=None, batch=8,
           lr=1e-3, seed=0, device="auto", resume=False, init_model=None, widths=DEFAULT_WIDTHS,
-          ce_weight=0.0, hard_negative_fraction=DEFAULT_HARD_NEGATIVE_FRACTION, amp="auto", log=print):
+          ce_weight=0.0, hard_negative_fraction=DEFAULT_HARD_NEGATIVE_FRACTION, amp="auto", voxel_size=None,
+          log=print):
     """Train a picking model into the folder `out`; returns a summary dict."""
     started = time.monotonic()
     out = Path(out)
@@ -366,6 +373,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         raise InputError(f"--val-fraction must lie between 0 and 1, got {val_fraction}")
     if max_minutes is not None and not max_minutes > 0:
         raise InputError(f"--max-minutes must be positive, got {max_minutes}")
+    if voxel_size is not None and not voxel_size > 0:
+        raise InputError(f"--voxel-size must be positive (Å), got {voxel_size}")
     if bool(val_tomos) != bool(val_coords):
         raise InputError("give both --val-tomos and --val-coords, or neither")
     device = resolve_device(device)
@@ -374,9 +383,12 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     val_pairs = pair_by_stem(val_tomos, val_coords, "--val-coords") if val_tomos else []
     classes = class_order([c for _, c in pairs], classes)
     diameters = expand_diameters(diameters, len(classes))
-    voxel_sizes = [t.voxel_size for t, _ in pairs + val_pairs]
-    if max(voxel_sizes) > 1.02 * min(voxel_sizes):
-        raise InputError(f"all tomograms must share one voxel size; found {sorted(set(voxel_sizes))} Å")
+    if voxel_size is None:  # else the caller knows it better than the headers (Scipion's sampling rate)
+        voxel_sizes = [t.voxel_size for t, _ in pairs + val_pairs]
+        if max(voxel_sizes) > (1 + VOXEL_SIZE_TOLERANCE) * min(voxel_sizes):
+            raise InputError(f"all tomograms must share one voxel size; found {sorted(set(voxel_sizes))} Å "
+                             "in their headers (give --voxel-size when the headers are wrong)")
+        voxel_size = voxel_sizes[0]
 
     torch.manual_seed(seed)
     if init_model:
@@ -387,7 +399,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         widths = init_config["widths"]
     config = {
         "format": 1, "classes": classes, "diameters": diameters, "label_type": label_type,
-        "voxel_size": voxel_sizes[0], "patch": patch, "pad": pad,
+        "voxel_size": voxel_size, "patch": patch, "pad": pad,
         "widths": [int(w) for w in widths], "coordconv": True, "pyramid": True,
         "normalisation": "robust-standardise", "version": __version__,
         "training": {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "pad": pad,
@@ -433,7 +445,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
         saved = {**checkpoint["config"], **checkpoint["config"]["training"]}
         current = {**config, **config["training"]}
-        changed = [key for key in RESUME_KEYS if saved[key] != current[key]]
+        changed = [key for key in RESUME_KEYS if saved.get(key) != current.get(key)]
         if changed:
             raise InputError(f"--resume: {', '.join(changed)} differ from the checkpointed run in {out}")
         model.load_state_dict(checkpoint["model"])

@@ -137,6 +137,17 @@ def test_evaluate_prints_a_table_and_the_agnostic_f1(tmp_path, capsys):
     assert scores["tolerance"] == {"a": 3.0, "b": 3.0}  # a quarter of the default diameter 12
 
 
+def test_evaluate_counts_picks_where_the_truth_has_no_particles_as_false(tmp_path, capsys):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    io.write_coords(tmp_path / "gt" / "t.csv", io.Coords([], np.zeros((0, 3))))
+    io.write_coords(tmp_path / "pred" / "t.csv", io.Coords(["a"], [[10, 10, 10]], [1]))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--json", str(tmp_path / "scores.json")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "F1=0.000"
+    assert json.loads((tmp_path / "scores.json").read_text())["all"]["fp"] == 1
+
+
 def test_simulate_train_pick_evaluate_without_scipion(tmp_path):
     """THE end-to-end test: a small synthetic tomogram trains a model on CPU that picks a
     held-out synthetic tomogram with class-agnostic F1 >= 0.8, all through the command line."""

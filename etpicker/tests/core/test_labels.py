@@ -70,6 +70,8 @@ def test_bad_inputs():
         paint_labels((5, 5, 5), [[2, 2, 2]], [2], [3], "ball")
     with pytest.raises(InputError, match="diameters"):
         paint_labels((5, 5, 5), [[2, 2, 2]], [1], [2.5], "ball")
+    with pytest.raises(InputError, match=">= 3"):  # a 2-voxel ball would paint nothing
+        paint_labels((5, 5, 5), [[2, 2, 2]], [1], [2], "ball")
 
 
 def test_training_patch_with_fifty_centres_is_fast():

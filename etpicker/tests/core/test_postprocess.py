@@ -27,6 +27,13 @@ def test_a_tiny_blob_is_rejected_but_a_particle_is_kept(blob):
     assert score[0] >= ideal_score(9)
 
 
+@pytest.mark.parametrize("diameter", [3, 4, 5, 6])
+def test_small_particles_fully_segmented_are_picked(diameter):
+    class_map, _ = paint_labels((24, 24, 24), [[12, 12, 12]], [1], [diameter], "ball")
+    _, zyx, _ = mp_nms(class_map, [diameter])
+    assert len(zyx) == 1
+
+
 def test_even_diameter_centre_is_found_between_voxels():
     class_map, _ = paint_labels((30, 30, 30), [[15, 15, 15]], [1], [8], "ball")
     _, zyx, _ = mp_nms(class_map, [8])

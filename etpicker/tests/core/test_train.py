@@ -6,6 +6,7 @@ import torch
 
 from etpicker.core import io, simulate, train
 from etpicker.core.pick import load_model, pick_tomogram
+from etpicker.core.postprocess import DEFAULT_RELATIVE_MIN_SCORE
 
 TINY = dict(epochs=3, patch=16, batch=4, widths=(4, 8, 8, 8), lr=3e-3, device="cpu", log=lambda _: None)
 
@@ -90,6 +91,18 @@ def test_config_holds_what_picking_needs(data, tmp_path):
     assert (tmp_path / "weights.pt").is_file()
 
 
+def test_a_given_voxel_size_overrides_headers_that_disagree(data, tmp_path):
+    # a tomogram whose header says 1 Å/voxel (a common import mistake) next to one at 10 Å
+    (tomo,), (coords,) = data
+    io.write_volume(tmp_path / "u.mrc", np.asarray(io.open_tomogram(tomo).data), 1.0)
+    (tmp_path / "u.csv").write_text(coords.read_text())
+    tomos, csvs = [tomo, tmp_path / "u.mrc"], [coords, tmp_path / "u.csv"]
+    with pytest.raises(io.InputError, match="share one voxel size.*--voxel-size"):
+        train.train(tomos, csvs, tmp_path / "headers", seed=0, **dict(TINY, epochs=1))
+    train.train(tomos, csvs, tmp_path / "given", seed=0, voxel_size=10.0, **dict(TINY, epochs=1))
+    assert io.read_config(tmp_path / "given")["voxel_size"] == 10.0
+
+
 def test_validation_chooses_the_score_thresholds_that_picking_uses(data, tmp_path):
     train.train(*data, tmp_path, seed=0, **TINY)
     history = _history(tmp_path)
@@ -133,12 +146,23 @@ def test_best_min_scores_are_per_class_and_take_the_middle_of_a_tie():
     assert thresholds == {"a": pytest.approx(0.5), "b": pytest.approx(0.3)}  # a: 0.4-0.6 all fit; b: only 0.3
 
 
+def test_a_class_validation_cannot_score_keeps_the_default_threshold():
+    # class c has neither validation particles nor picks: every threshold gives F1 0
+    truth = io.Coords(np.array(["a"]), np.array([[5.0, 5, 5]]))
+    predicted = io.Coords(np.array(["a", "c"]), np.array([[5.0, 5, 5], [30, 5, 5]]), np.ones(2))
+    *_, thresholds = train.best_min_scores([(predicted, np.array([0.9, 0.9]), truth)], ["a", "c"],
+                                           {"a": 2.0, "c": 2.0})
+    assert thresholds["c"] == pytest.approx(DEFAULT_RELATIVE_MIN_SCORE)
+
+
 def test_resume_refuses_changed_settings_and_missing_checkpoint(data, tmp_path):
     with pytest.raises(io.InputError, match="no checkpoint.pt"):
         train.train(*data, tmp_path, resume=True, **TINY)
     train.train(*data, tmp_path, **dict(TINY, epochs=1))
-    with pytest.raises(io.InputError, match="epochs"):
-        train.train(*data, tmp_path, resume=True, **dict(TINY, epochs=5))
+    for change, name in ((dict(epochs=5), "epochs"), (dict(pad=2), "pad"), (dict(val_fraction=0.5), "val_fraction"),
+                         (dict(ce_weight=1.0), "ce_weight"), (dict(voxel_size=5.0), "voxel_size")):
+        with pytest.raises(io.InputError, match=name):
+            train.train(*data, tmp_path, resume=True, **dict(TINY, **change))
 
 
 def test_init_model_must_have_the_same_classes(data, tmp_path):
@@ -184,3 +208,14 @@ def test_learning_rate_anneals_over_the_time_budget_when_it_is_shorter_than_the_
     assert by_time(10) == pytest.approx(1.0, abs=1e-3)
     clock["before"] = 60.0  # a resumed run whose earlier parts spent the whole budget
     assert by_time(10) == pytest.approx(1e-4)
+
+
+def test_a_nan_that_the_statistics_subsample_missed_stops_training_with_an_input_error():
+    from etpicker.core.sampling import PatchSampler, PatchSource
+    volume = np.zeros((32, 32, 32), np.float32)
+    volume[9, 9, 9] = np.nan
+    centres = np.array([[9.0, 9, 9]])
+    source = PatchSource(volume, 0.0, 1.0, centres, np.array([1]), np.array([True]), volume.shape)
+    sampler = PatchSampler([source], [5], "tball", 16)
+    with pytest.raises(io.InputError, match="NaN"):
+        sampler.read(0, (0, 0, 0))
