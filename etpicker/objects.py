@@ -20,6 +20,7 @@ class EtPickerModel(EMObject):
         self._classes = pwobj.CsvList(pType=str)
         self._voxelSize = pwobj.Float()
         self._diameters = pwobj.CsvList(pType=float)
+        self._boxSizes = pwobj.CsvList(pType=float)
 
     def getPath(self):
         return self._path.get()
@@ -55,6 +56,14 @@ class EtPickerModel(EMObject):
 
     def setDiameters(self, diameters):
         self._diameters.set([float(d) for d in diameters])
+
+    def getBoxSizes(self):
+        """Box size (Å) of each class's training coordinates, 0 where unknown; empty for
+        imported models. Picks inherit it."""
+        return list(self._boxSizes)
+
+    def setBoxSizes(self, boxSizes):
+        self._boxSizes.set([float(b) for b in boxSizes])
 
     def setFromConfig(self, path, config):
         """Fill every field from a model folder and its parsed config.json."""

@@ -7,7 +7,7 @@ from pyworkflow.protocol import params
 from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
-from ..constants import LABEL_TYPES, VOXEL_SIZE_TOLERANCE
+from ..constants import LABEL_TYPES, MIN_DIAMETER, VOXEL_SIZE_TOLERANCE
 
 
 class EtPickerProtBase(EMProtocol, ProtTomoBase):
@@ -114,10 +114,10 @@ def diameterErrors(text, nClasses, samplingRate):
     if len(values) not in (0, 1, nClasses):
         return ["Give one diameter for all classes or one per class (%d); got %d."
                 % (nClasses, len(values))]
-    tooSmall = [v for v in values if v / samplingRate < 3]
+    tooSmall = [v for v in values if round(v / samplingRate) < MIN_DIAMETER]
     if tooSmall:
-        return ["A diameter of %g Å is under 3 voxels at %.3f Å/voxel: the weak labels "
-                "would be too small to learn from." % (tooSmall[0], samplingRate)]
+        return ["A diameter of %g Å is under %d voxels at %.3f Å/voxel: the weak labels "
+                "would be too small to learn from." % (tooSmall[0], MIN_DIAMETER, samplingRate)]
     return []
 
 

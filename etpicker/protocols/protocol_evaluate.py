@@ -160,11 +160,18 @@ class EtPickerProtEvaluate(EtPickerProtBase):
             for tsId, tomoCoords in coords.items():
                 io.write_coords(self._getExtraPath(folder, "%s.csv" % tsId), tomoCoords)
         pairs = [(picks[tsId], reference[tsId]) for tsId in reference]
+        unscored = sorted(set().union(*(p.get().getTSIds() for p in self.inputPicks))
+                          - self.annotatedTsIds())
+        if unscored:
+            self.info("Picks on tomograms without reference coordinates are not scored: %s."
+                      % ", ".join(unscored))
         result = evaluateTomograms(pairs, self._toleranceVoxels())
         with open(self._getExtraPath(EVALUATION_JSON), "w") as handle:
             json.dump(result, handle, indent=2)
         self._writeTable(result)
-        if all(p.score is not None and len(p) for p, _ in pairs):
+        # tomo gives every coordinate a score (0 by default): a curve needs scores that vary.
+        scores = [p.score for p, _ in pairs if len(p)]
+        if scores and all(s is not None for s in scores) and np.ptp(np.concatenate(scores)) > 0:
             writeCurve(self._getExtraPath(THRESHOLD_CURVE),
                        thresholdCurve(pairs, self._toleranceVoxels()))
         overall = result[ALL]
@@ -177,8 +184,14 @@ class EtPickerProtEvaluate(EtPickerProtBase):
         return convert.classNames(list(self.inputReference))
 
     def tomograms(self):
-        """The reference's tomograms, on which the picks are evaluated."""
-        return convert.tomogramsList(self.inputReference[0].get().getPrecedents())
+        """The tomograms on which the picks are evaluated: those with reference coordinates
+        (a reference set's precedents are often all the tomograms, annotated or not)."""
+        annotated = self.annotatedTsIds()
+        return [tomo for tomo in convert.tomogramsList(self.inputReference[0].get().getPrecedents())
+                if tomo.getTsId() in annotated]
+
+    def annotatedTsIds(self):
+        return set().union(*(p.get().getTSIds() for p in self.inputReference))
 
     def namedSets(self):
         """([(class, picked set)], [(class, reference set)]), paired by position."""

@@ -5,12 +5,9 @@ import shutil
 from pyworkflow.protocol import params
 
 from .. import convert
-from ..constants import OUTPUT_MODEL, MODEL_CONFIG, MODEL_WEIGHTS
+from ..constants import OUTPUT_MODEL, MODEL_CONFIG, MODEL_CONFIG_KEYS, MODEL_WEIGHTS
 from ..objects import EtPickerModel
 from .protocol_base import EtPickerProtBase
-
-REQUIRED_CONFIG_KEYS = ("classes", "diameters", "voxel_size")
-
 
 class EtPickerProtImportModel(EtPickerProtBase):
     """Imports a trained etpicker model folder (config.json + weights.pt) into the
@@ -48,7 +45,7 @@ class EtPickerProtImportModel(EtPickerProtBase):
             config = convert.readModelConfig(folder)
         except ValueError as error:
             return ["%s in %s is not valid JSON (%s)." % (MODEL_CONFIG, folder, error)]
-        absent = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+        absent = [key for key in MODEL_CONFIG_KEYS if key not in config]
         if absent:
             return ["%s in %s lacks %s." % (MODEL_CONFIG, folder, ", ".join(absent))]
         return []

@@ -36,7 +36,9 @@ class EtPickerProtPick(EtPickerProtBase):
         form.addParam("boxSize", params.FloatParam, allowsNull=True,
                       label="Box size (Å) (optional)",
                       help="Box size of the output coordinates in Å (stored in voxels of "
-                           "the tomograms). Empty: the model's largest label diameter.")
+                           "the tomograms), for extraction downstream. Empty: each class "
+                           "keeps the box size of its training coordinates; for an imported "
+                           "model, twice its largest label diameter.")
 
         form.addSection(label="Picking")
         form.addParam("threshold", params.FloatParam, default=0.5,
@@ -61,6 +63,11 @@ class EtPickerProtPick(EtPickerProtBase):
 
     def _insertAllSteps(self):
         tsIds = [tomo.getTsId() for tomo in convert.tomogramsList(self.inputTomograms.get())]
+        # A failed tomogram's step returned its failure record as result file; removing
+        # the record makes "Continue" run that step again (pyworkflow re-runs a finished
+        # step whose result files are missing), and only that step.
+        for tsId in self._failedTomograms():
+            os.remove(self._failedFile(tsId))
         pickSteps = [self._insertFunctionStep(self.pickStep, tsId, prerequisites=[])
                      for tsId in tsIds]
         self._insertFunctionStep(self.closeOutputStep, prerequisites=pickSteps,
@@ -95,17 +102,26 @@ class EtPickerProtPick(EtPickerProtBase):
                 handle.write(message)
             self.error("Picking FAILED on tomogram %s (%s): %s. The other tomograms "
                        "are picked as usual." % (tsId, tomo.getFileName(), message))
-            return
+            return self._failedFile(tsId)
         self._forwardStderr(errorFile)
+        picks = os.path.join(self._picksDir(), "%s.csv" % tsId)
         with self._lock:
-            self._appendPicks(tomo, os.path.join(self._picksDir(), "%s.csv" % tsId))
+            self._appendPicks(tomo, picks)
+        return picks
 
     def closeOutputStep(self):
         self._closeOutputSet()
         failed = self._failedTomograms()
         if failed:
-            self.warning("Picking failed on %d tomogram(s): %s."
-                         % (len(failed), ", ".join(sorted(failed))))
+            # Failing the run (after the others' picks are saved) keeps an incomplete
+            # result from feeding the next protocols unnoticed.
+            tsId = sorted(failed)[0]
+            raise RuntimeError(
+                "Picking failed on %d of %d tomogram(s): %s (%s: %s). The other tomograms' "
+                "picks are in the outputs. Fix the cause and press Continue: only the failed "
+                "tomograms are picked again."
+                % (len(failed), self.inputTomograms.get().getSize(),
+                   ", ".join(sorted(failed)), tsId, failed[tsId]))
 
     # --------------------------- UTILS ---------------------------------------
     def _appendPicks(self, tomo, csvPath):
@@ -135,7 +151,7 @@ class EtPickerProtPick(EtPickerProtBase):
         output = self._createSetOfCoordinates3D(self.inputTomograms,
                                                 suffix="_" + convert.safeName(className))
         output.setSamplingRate(tomograms.getSamplingRate())
-        output.setBoxSize(round(self._boxSizeAngstrom() / tomograms.getSamplingRate()))
+        output.setBoxSize(round(self._boxSizeAngstrom(className) / tomograms.getSamplingRate()))
         output.setStreamState(Set.STREAM_OPEN)
         return output
 
@@ -143,11 +159,15 @@ class EtPickerProtPick(EtPickerProtBase):
     def _outputName(className):
         return OUTPUT_COORDINATES_PREFIX + convert.safeName(className)
 
-    def _boxSizeAngstrom(self):
+    def _boxSizeAngstrom(self, className):
         if self.boxSize.get():
             return self.boxSize.get()
         model = self.inputModel.get()
-        return max(model.getDiameters()) * model.getVoxelSize()
+        boxSizes = dict(zip(model.getClasses(), model.getBoxSizes()))
+        if boxSizes.get(className):
+            return boxSizes[className]
+        # Weak labels are smaller than the particles (about 0.6x in our benchmarks).
+        return 2 * max(model.getDiameters()) * model.getVoxelSize()
 
     def _picksDir(self):
         return self._getExtraPath("picks")

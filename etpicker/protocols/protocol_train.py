@@ -98,6 +98,8 @@ class EtPickerProtTrain(EtPickerProtBase):
                 "--out", quote(self._modelDir()),
                 "--classes", quote(",".join(self._classNames())),
                 "--label-type", LABEL_TYPES[self.labelType.get()],
+                # Scipion's sampling rate, not the MRC headers (often wrong after import)
+                "--voxel-size %g" % samplingRate,
                 diameterArgs(self.diameters.get(), samplingRate),
                 "--epochs %d --patch %d --batch %d --lr %g --seed %d"
                 % (self.epochs.get(), self.patch.get(), self.batch.get(),
@@ -125,6 +127,8 @@ class EtPickerProtTrain(EtPickerProtBase):
     def createOutputStep(self):
         model = EtPickerModel()
         model.setFromConfig(self._modelDir(), convert.readModelConfig(self._modelDir()))
+        model.setBoxSizes([(p.get().getBoxSize() or 0) * p.get().getSamplingRate()
+                           for p in self.inputCoordinates])
         self._defineOutputs(**{OUTPUT_MODEL: model})
         self._defineSourceRelation(self.inputTomograms, model)
         for pointer in self.inputCoordinates:
@@ -142,7 +146,13 @@ class EtPickerProtTrain(EtPickerProtBase):
         return self._getExtraPath("model")
 
     def _writeInputs(self, kind, tomoSet, coordSets, names):
-        tomograms = convert.tomogramsList(tomoSet)
+        # A tomogram without annotations would teach its particles as background.
+        annotated = set().union(*(coordSet.getTSIds() for coordSet in coordSets))
+        tomograms = [t for t in convert.tomogramsList(tomoSet) if t.getTsId() in annotated]
+        skipped = sorted(set(tomoSet.getUniqueValues("_tsId")) - annotated)
+        if skipped:
+            self.info("%s tomograms left out, no coordinates on them: %s"
+                      % (kind.capitalize(), ", ".join(skipped)))
         convert.writeTomogramCsvs(self._getExtraPath(kind, "coords"), tomograms,
                                   coordSets, names)
         for tomo in tomograms:

@@ -6,6 +6,9 @@ from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 from ..core import io  # torch-free: MRC memory maps and coordinate files
 
 
+NO_TOMOGRAM = "(none yet)"
+
+
 def newPlotter(figsize, windowTitle):
     """An EmPlotter whose figure our drawing functions lay out themselves."""
     plotter = EmPlotter(figsize=figsize, windowTitle=windowTitle)
@@ -32,8 +35,10 @@ class EtPickerProtocolViewer(ProtocolViewer):
         raise NotImplementedError
 
     def _addSliceParams(self, form):
-        form.addParam("tomogram", params.EnumParam, choices=self._tomogramIds(), default=0,
-                      label="Tomogram", help="Tomogram to draw (its tsId).")
+        # The GUI selects choice 0 at once: an empty list would crash it before the
+        # display action could say that the run has no output yet.
+        form.addParam("tomogram", params.EnumParam, choices=self._tomogramIds() or [NO_TOMOGRAM],
+                      default=0, label="Tomogram", help="Tomogram to draw (its tsId).")
         form.addParam("sliceZ", params.IntParam, default=-1, label="Z slice (voxels)",
                       help="Index of the XY slice, 0-based; -1 = the middle slice. "
                            "A few slices around it are averaged to raise the contrast.")

@@ -28,8 +28,10 @@ REFERENCE = {"A": {"t1": [[5, 5, 5], [20, 20, 8]], "t2": [[10, 10, 10], [25, 25,
 #      t2 10,10,10 missed (the pick is 3.5 away, a false positive); t2 25,25,4 hit.
 #   B: t1 25,8,4 hit; t1 8,25,12 missed; t2 10,10,10 false for class B but it sits on
 #      reference A's particle, which the class-agnostic matching counts as found.
+#   t3 has no reference coordinates (but is among the reference's tomograms): its pick
+#   is not scored.
 PICKS = {"A": {"t1": [[5.5, 5, 5, 0.9], [20, 22.5, 8, 0.8], [28, 28, 12, 0.3]],
-               "t2": [[10, 10, 13.5, 0.6], [25, 25, 4, 0.7]]},
+               "t2": [[10, 10, 13.5, 0.6], [25, 25, 4, 0.7]], "t3": [[16, 16, 8, 0.95]]},
          "B": {"t1": [[25, 8, 4, 0.75]], "t2": [[10, 10, 10, 0.5]]}}
 EXPECTED_30 = {"A": (3, 2, 1), "B": (1, 1, 1), "all": (5, 2, 1)}  # tp, fp, fn
 EXPECTED_40 = {"A": (4, 1, 0), "B": (1, 1, 1), "all": (5, 2, 1)}
@@ -42,7 +44,7 @@ class TestEvaluateProtocol(BaseTest):
         root = cls.proj.getTmpPath()
         tomoDir = os.path.join(root, "tomograms")
         os.makedirs(tomoDir)
-        for stem in ("t1", "t2"):
+        for stem in ("t1", "t2", "t3"):
             write_mrc(os.path.join(tomoDir, stem + ".mrc"), np.zeros(SHAPE), VOXEL_SIZE)
         cls.tomograms = import_tomograms(cls, tomoDir, VOXEL_SIZE)
         cls.reference = {}

@@ -13,7 +13,8 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from tomo.constants import BOTTOM_LEFT_CORNER
 
 from etpicker import convert
-from etpicker.constants import LABEL_TYPES, MIN_VAL_PARTICLES
+from etpicker.constants import (LABEL_TYPES, MIN_DIAMETER, MIN_VAL_PARTICLES, MODEL_CONFIG_KEYS,
+                                VOXEL_SIZE_TOLERANCE)
 from etpicker.protocols import (EtPickerProtLabels, EtPickerProtTrain, EtPickerProtPick,
                                 EtPickerProtImportModel)
 from etpicker.protocols.protocol_base import linkInputs
@@ -26,7 +27,7 @@ SHAPE = (24, 40, 48)  # z, y, x
 def write_model_folder(folder, voxel_size=10.0, weights=True):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.json"), "w") as handle:
-        json.dump({"format": 1, "classes": ["ribosome"], "diameters": [9],
+        json.dump({"format": 1, "classes": ["ribosome"], "diameters": [9], "widths": [4, 8, 8, 8],
                    "voxel_size": voxel_size, "label_type": "tball", "patch": 32, "pad": 4}, handle)
     if weights:
         open(os.path.join(folder, "weights.pt"), "wb").close()
@@ -94,10 +95,23 @@ class TestEtPickerValidation(BaseTest):
                             "valCoordinates": [output(self.many, "outputCoordinates")]})
         self.assertEqual(enough.warnings(), [])
 
+    def test_training_leaves_out_tomograms_without_annotations(self):
+        # "many" annotates tomo_a only: tomo_b's particles must not be taught as background
+        prot = self._train(self.many, diameters="90")
+        self.proj.saveProtocol(prot)
+        prot.makePathsAndClean()
+        prot.convertInputStep()
+        tomos = [os.path.basename(p) for p in prot._inputFiles("train", "tomos", ".mrc")]
+        csvs = [os.path.basename(p) for p in prot._inputFiles("train", "coords", ".csv")]
+        self.assertEqual((tomos, csvs), (["tomo_a.mrc"], ["tomo_a.csv"]))
+
     def test_plugin_constants_match_the_core(self):
-        from etpicker.core import labels, train
+        from etpicker.core import io, labels, pick, train
         self.assertEqual(MIN_VAL_PARTICLES, train.MIN_VAL_PARTICLES)
         self.assertEqual(LABEL_TYPES, list(labels.LABEL_TYPES))
+        self.assertEqual(MIN_DIAMETER, labels.MIN_DIAMETER)
+        self.assertEqual(MODEL_CONFIG_KEYS, pick.CONFIG_KEYS)
+        self.assertEqual(VOXEL_SIZE_TOLERANCE, io.VOXEL_SIZE_TOLERANCE)
 
     def test_voxel_size_mismatch_says_to_rescale_or_retrain(self):
         errors = self._pick(self.tomos20, self.modelRun).validate()
@@ -129,6 +143,17 @@ class TestEtPickerValidation(BaseTest):
             handle.write("{not json")
         errors = self.newProtocol(EtPickerProtImportModel, modelDir=broken).validate()
         self.assertTrue(any("not valid JSON" in e for e in errors), errors)
+        with open(os.path.join(broken, "config.json"), "w") as handle:
+            json.dump({"classes": ["a"], "diameters": [9], "voxel_size": 10.0}, handle)
+        errors = self.newProtocol(EtPickerProtImportModel, modelDir=broken).validate()
+        self.assertTrue(any("lacks widths, patch, pad" in e for e in errors), errors)
+
+    def test_picks_of_an_imported_model_get_twice_its_label_diameter_as_box(self):
+        # An imported model does not know its training coordinates' box size.
+        pick = self._pick(self.tomos, self.modelRun)
+        self.assertEqual(pick._boxSizeAngstrom("ribosome"), 2 * 9 * 10.0)
+        pick.boxSize.set(250.0)
+        self.assertEqual(pick._boxSizeAngstrom("ribosome"), 250.0)
 
     def test_diameters_must_be_numbers_per_class(self):
         self.assertTrue(any("must be numbers" in e for e in

@@ -43,6 +43,10 @@ class TestEtPickerPipeline(BaseTest):
         cls.data = os.path.abspath(cls.proj.getTmpPath("data"))
         run_core("simulate", "--out", cls.data, "--n-tomos", 3, "--shape", *SHAPE,
                  "--snr", SNR, "--seed", 7)
+        # Headers that disagree with the import's sampling rate (common): Scipion's rate rules.
+        for stem in TRAIN_STEMS + [TEST_STEM]:
+            with mrcfile.open(os.path.join(cls.data, stem + ".mrc"), "r+") as mrc:
+                mrc.voxel_size = 1.0
         cls.truth = {}
         for stem in TRAIN_STEMS + [TEST_STEM]:
             truth = read_core_csv(os.path.join(cls.data, stem + ".csv"))
@@ -164,7 +168,7 @@ class TestEtPickerPipeline(BaseTest):
             output_set = getattr(self.pick, "outputCoordinates_" + name)
             self.assertTrue(output_set.isStreamClosed())
             self.assertAlmostEqual(output_set.getSamplingRate(), VOXEL_SIZE)
-            self.assertEqual(output_set.getBoxSize(), 11)  # the model's 110 Å label diameter
+            self.assertEqual(output_set.getBoxSize(), 20)  # the training coordinates' 200 Å
             self.assertEqual(output_set.getPrecedents().getSize(), 1)
             xyz, scores, groups = self.picks(self.pick, name)[TEST_STEM]
             self.assertTrue(np.all(groups == index))
@@ -185,7 +189,7 @@ class TestEtPickerPipeline(BaseTest):
             np.testing.assert_allclose(sorted(map(tuple, scipion_xyz)),
                                        sorted(map(tuple, cli[name])), atol=1e-3)
 
-    def test_a_corrupt_tomogram_leaves_the_others_picked(self):
+    def test_a_corrupt_tomogram_fails_the_run_keeps_the_others_and_continue_retries_it(self):
         folder = self.proj.getTmpPath("three")
         os.makedirs(folder)
         for stem in ("tomo_001", TEST_STEM):
@@ -196,10 +200,17 @@ class TestEtPickerPipeline(BaseTest):
         with open(broken, "r+b") as handle:  # corrupt after import: the data is cut short
             handle.truncate(os.path.getsize(broken) // 3)
 
-        prot = self.pickRun(three)
-        self.assertTrue(prot.isFinished())
+        prot = new_protocol(self, EtPickerProtPick,
+                            {"inputTomograms": output(three, "Tomograms"),
+                             "inputModel": output(self.train, "outputModel")}, useGpu=False)
+        self.proj.launchProtocol(prot, wait=True)
+        # The run fails, so that nothing downstream takes the picks as complete...
+        self.assertTrue(prot.isFailed())
+        self.assertIn("Picking failed on 1 of 3 tomogram(s): tomo_broken", prot.getErrorMessage())
+        # ...but keeps the others' picks.
+        first = {name: self.picks(prot, name) for name in CLASSES}
         for name in CLASSES:
-            self.assertEqual(sorted(self.picks(prot, name)), ["tomo_001", TEST_STEM])
+            self.assertEqual(sorted(first[name]), ["tomo_001", TEST_STEM])
         self.assertTrue(any("tomo_broken" in line and "failed" in line
                             for line in prot.summary()), prot.summary())
         logs = ""
@@ -207,6 +218,20 @@ class TestEtPickerPipeline(BaseTest):
             with open(path) as handle:
                 logs += handle.read()
         self.assertIn("Picking FAILED on tomogram tomo_broken", logs)
+
+        # Repaired, "Continue" picks only the failed tomogram.
+        shutil.copy(os.path.join(self.data, TEST_STEM + ".mrc"), broken)
+        prot.runMode.set(MODE_RESUME)
+        self.launchProtocol(prot)
+        self.assertTrue(prot.isFinished())
+        self.assertFalse(any("failed" in line for line in prot.summary()), prot.summary())
+        for name in CLASSES:
+            picks = self.picks(prot, name)
+            self.assertEqual(sorted(picks), sorted(["tomo_001", "tomo_broken", TEST_STEM]))
+            for tsId in ("tomo_001", TEST_STEM):  # not picked twice
+                np.testing.assert_array_equal(picks[tsId][0], first[name][tsId][0])
+            np.testing.assert_allclose(sorted(map(tuple, picks["tomo_broken"][0])),
+                                       sorted(map(tuple, picks[TEST_STEM][0])), atol=1e-3)
 
     # --------------------------- downstream protocols ------------------------
     def test_score_filter_keeps_the_high_scores(self):

@@ -17,6 +17,7 @@ from etpicker.protocols import (EtPickerProtEvaluate, EtPickerProtLabels, EtPick
 from etpicker.viewers import (EtPickerEvaluationViewer, EtPickerLabelsViewer,
                               EtPickerPicksViewer, EtPickerTrainingViewer)
 
+from etpicker.viewers.viewer_base import NO_TOMOGRAM
 from scipion_helpers import (import_coordinates, import_tomograms, new_protocol, output,
                              write_importer_txt)
 
@@ -118,6 +119,15 @@ class TestViewers(BaseTest):
         self._assertNotBlank(paths[0])
         legend = [t.get_text() for t in views[0].figure.legends[0].get_texts()]
         self.assertEqual([text.split(":")[0] for text in legend], CLASSES)
+
+    def test_a_run_without_output_offers_a_tomogram_choice_and_says_why_nothing_shows(self):
+        unrun = self.newProtocol(EtPickerProtLabels)
+        self.proj.saveProtocol(unrun)
+        viewer = EtPickerLabelsViewer(project=self.proj, protocol=unrun)
+        views = viewer._visualize(unrun)
+        # the GUI form selects choice 0 of this list at once
+        self.assertEqual(viewer.getParam("tomogram").choices, [NO_TOMOGRAM])
+        self.assertEqual(self._savePlotters(views, "unrun")[1], ["The run has no label volumes yet."])
 
     def test_picks_of_a_pick_run_with_a_reference(self):
         viewer = EtPickerPicksViewer(project=self.proj, protocol=self.pick)
