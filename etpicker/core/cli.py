@@ -1,7 +1,7 @@
 """Command line of the core: `python -m etpicker.core SUBCOMMAND ...`.
 
-Exit codes: 0 success, 2 bad input (one line `etpicker: error: ...` on stderr, no
-traceback), 1 an unexpected failure. Progress goes to stdout, one flushed line per step.
+Exit codes: 0 success, 2 bad input or an output path that cannot be written (one line
+`etpicker: error: ...` on stderr, no traceback), 1 an unexpected failure. Progress goes to stdout, one flushed line per step.
 """
 
 import argparse
@@ -31,10 +31,21 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{message} (see '{self.prog} --help')")
 
 
-def _number_list(text, kind=float):
+def _finite(text):
+    """A float option's type: nan and inf are refused like any other non-number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = np.nan
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return value
+
+
+def _number_list(text, kind=_finite):
     try:
         return [kind(part) for part in text.split(",") if part.strip()]
-    except ValueError:
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
@@ -55,13 +66,15 @@ def _add_simulate(subparsers):
     parser.add_argument("--out", required=True, type=Path, metavar="DIR")
     parser.add_argument("--n-tomos", type=int, default=2)
     parser.add_argument("--shape", type=int, nargs=3, default=DEFAULT_SHAPE, metavar=("Z", "Y", "X"))
-    parser.add_argument("--snr", type=float, default=DEFAULT_SNR, help="signal variance / noise variance")
+    parser.add_argument("--snr", type=_finite, default=DEFAULT_SNR, help="signal variance / noise variance")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--voxel-size", type=float, default=DEFAULT_VOXEL_SIZE, help="Å, written to the header")
+    parser.add_argument("--voxel-size", type=_finite, default=DEFAULT_VOXEL_SIZE, help="Å, written to the header")
     parser.set_defaults(run=_simulate)
 
 
 def _simulate(args):
+    if not args.voxel_size > 0:
+        raise InputError(f"--voxel-size must be positive (Å), got {args.voxel_size}")
     write_dataset(args.out, args.n_tomos, tuple(args.shape), args.snr, args.seed, args.voxel_size)
 
 
@@ -73,7 +86,7 @@ def _add_labels(subparsers):
     parser.add_argument("--coords", required=True, type=Path, metavar="C.csv")
     parser.add_argument("--out", required=True, type=Path, metavar="L.mrc")
     parser.add_argument("--label-type", choices=LABEL_TYPES, default="tball")
-    parser.add_argument("--diameter", type=lambda t: _number_list(t, float), help=_diameter_help(DEFAULT_DIAMETER))
+    parser.add_argument("--diameter", type=lambda t: _number_list(t), help=_diameter_help(DEFAULT_DIAMETER))
     parser.add_argument("--classes", type=_name_list, metavar="A,B",
                         help="class order (default: sorted class names of the coordinates)")
     parser.set_defaults(run=_labels)
@@ -109,26 +122,26 @@ def _add_train(subparsers):
     parser.add_argument("--coords", required=True, nargs="+", type=Path, metavar="T.csv")
     parser.add_argument("--val-tomos", nargs="+", type=Path, default=[], metavar="V.mrc")
     parser.add_argument("--val-coords", nargs="+", type=Path, default=[], metavar="V.csv")
-    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--val-fraction", type=_finite, default=0.2)
     parser.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
-    parser.add_argument("--diameter", type=lambda t: _number_list(t, float), help=_diameter_help(DEFAULT_DIAMETER))
+    parser.add_argument("--diameter", type=lambda t: _number_list(t), help=_diameter_help(DEFAULT_DIAMETER))
     parser.add_argument("--label-type", choices=LABEL_TYPES, default="tball")
     parser.add_argument("--classes", type=_name_list, metavar="A,B",
                         help="class order (default: sorted class names of the coordinates)")
-    parser.add_argument("--voxel-size", type=float, metavar="ANGSTROM",
+    parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
                         help="voxel size of all the tomograms in Å, stored in the model (default: their MRC "
                              "headers, which must agree)")
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--max-minutes", type=float, help="wall-clock budget of the whole run (minutes): the "
+    parser.add_argument("--max-minutes", type=_finite, help="wall-clock budget of the whole run (minutes): the "
                         "learning rate anneals over it and training stops when it is spent, "
                         "mid-epoch if need be, keeping the best model")
     parser.add_argument("--patch", type=int, default=72, help="training patch size, a multiple of 8")
     parser.add_argument("--pad", type=int, help="tile margin of validation picking, stored in the model for "
                                                 "picking (default patch/6, 12 for 72)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
-    parser.add_argument("--ce-weight", type=float, default=0.0, help="weight of cross-entropy added to Dice")
-    parser.add_argument("--hard-negatives", type=float, default=DEFAULT_HARD_NEGATIVE_FRACTION,
+    parser.add_argument("--lr", type=_finite, default=1e-3, help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--ce-weight", type=_finite, default=0.0, help="weight of cross-entropy added to Dice")
+    parser.add_argument("--hard-negatives", type=_finite, default=DEFAULT_HARD_NEGATIVE_FRACTION,
                         help="patches centred on blobs away from every annotation (other macromolecules), per "
                              "particle patch (default %(default)s: none; experimental, it did not help short CPU "
                              "runs). Assumes the annotations are complete")
@@ -166,12 +179,12 @@ def _add_pick(subparsers):
     parser.add_argument("--out", required=True, type=Path, metavar="PRED_DIR")
     parser.add_argument("--pad", type=int, help="tile margin (default: the model's, the one its training "
                         "validated with)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability (1 - background) that makes a voxel "
+    parser.add_argument("--threshold", type=_finite, default=0.5, help="foreground probability (1 - background) that makes a voxel "
                                                                      "foreground")
-    parser.add_argument("--min-score", type=float, help="drop maxima scoring below this (default: per class, "
+    parser.add_argument("--min-score", type=_finite, help="drop maxima scoring below this (default: per class, "
                                                         "the fraction of a fully segmented ball's score that gave "
                                                         "the best validation F1 in training)")
-    parser.add_argument("--min-distance", type=float, help="of two picks closer than this (voxels), keep the "
+    parser.add_argument("--min-distance", type=_finite, help="of two picks closer than this (voxels), keep the "
                                                            "higher score (default: half the class diameter)")
     parser.add_argument("--batch", type=int, default=4, help="tiles per network call")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
@@ -184,8 +197,18 @@ def _add_pick(subparsers):
 def _pick(args):
     if args.batch < 1:
         raise InputError("--batch must be at least 1")
+    if not 0 < args.threshold <= 1:
+        raise InputError(f"--threshold is a probability in (0, 1], got {args.threshold}")
+    if args.min_distance is not None and not args.min_distance > 0:
+        raise InputError(f"--min-distance must be positive (voxels), got {args.min_distance}")
+    stems = [path.stem for path in args.tomos]
+    repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if repeated:  # picks are written to PRED_DIR/<stem>.csv: one would overwrite the other
+        raise InputError(f"several tomograms are named {', '.join(repeated)}; give each its own file name")
     device = resolve_device(args.device)
     model, config = load_model(args.model, device)
+    if args.pad is not None and not 0 <= 2 * args.pad < config["patch"]:
+        raise InputError(f"--pad must satisfy 0 <= 2*pad < the model's patch {config['patch']}, got {args.pad}")
     args.out.mkdir(parents=True, exist_ok=True)
     failures = []
     for path in args.tomos:
@@ -226,8 +249,8 @@ def _add_evaluate(subparsers):
     parser.add_argument("--pred", required=True, type=Path, metavar="PRED_DIR")
     parser.add_argument("--gt", required=True, type=Path, metavar="GT_DIR")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--tolerance", type=float, metavar="VOXELS", help="match distance for every class")
-    group.add_argument("--diameter", type=lambda t: _number_list(t, float), metavar="D[,D2...]",
+    group.add_argument("--tolerance", type=_finite, metavar="VOXELS", help="match distance for every class")
+    group.add_argument("--diameter", type=lambda t: _number_list(t), metavar="D[,D2...]",
                        help=f"particle diameter(s) in voxels, in sorted class order; the tolerance is a "
                             f"quarter of it (half the radius). Default when neither is given: diameter "
                             f"{DEFAULT_EVALUATE_DIAMETER}")
@@ -303,5 +326,9 @@ def main(argv=None):
         args.run(args)
     except InputError as error:
         print(f"etpicker: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as error:  # an output path that is a file, a missing folder, a full disk...
+        where = f": {error.filename}" if error.filename else ""
+        print(f"etpicker: error: {error.strerror or error}{where}", file=sys.stderr, flush=True)
         return 2
     return 0

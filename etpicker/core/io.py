@@ -107,9 +107,11 @@ def _parse_float(text, path, line, column):
 def read_coords(path) -> Coords:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets start UTF-8 CSVs with a BOM
     except OSError as error:
         raise InputError(f"{path}: cannot read coordinates ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8 CSV") from None
     rows = [row for row in csv.reader(text.splitlines(), skipinitialspace=True) if any(cell.strip() for cell in row)]
     if not rows:
         raise InputError(f"{path}: empty coordinate file, expected a header 'class,x,y,z[,score]'")
@@ -140,7 +142,7 @@ def read_coords(path) -> Coords:
 def write_coords(path, coords: Coords):
     path = Path(path)
     has_score = coords.score is not None
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(list(COORD_COLUMNS) + (["score"] if has_score else []))
         for i in range(len(coords)):

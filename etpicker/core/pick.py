@@ -6,6 +6,7 @@ import torch
 
 from .device import autocast_dtype
 from .io import VOXEL_SIZE_TOLERANCE, Coords, InputError, read_config
+from .labels import check_diameters
 from .model import ResUNet3D
 from .normalise import robust_stats
 from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, mp_nms
@@ -21,13 +22,44 @@ def build_model(config):
                      coordconv=config.get("coordconv", True), pyramid=config.get("pyramid", True))
 
 
+def check_widths(widths):
+    """Network widths as 4 positive ints; InputError otherwise."""
+    if len(widths) != 4 or any(not float(w) == int(w) > 0 for w in widths):
+        raise InputError(f"the network widths must be 4 positive whole numbers, got {list(widths)}")
+    return [int(w) for w in widths]
+
+
+def check_config(config, path):
+    """InputError unless a model config holds what picking needs, consistently."""
+    missing = [key for key in CONFIG_KEYS if key not in config]
+    if missing:
+        raise InputError(f"{path}: missing {', '.join(missing)}")
+    try:
+        _check_config_values(config)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
+    except (TypeError, ValueError) as error:  # wrong JSON types, e.g. hand-edited
+        raise InputError(f"{path}: malformed ({error})") from None
+
+
+def _check_config_values(config):
+    classes, patch, pad = list(config["classes"]), config["patch"], config["pad"]
+    if not classes or len(config["diameters"]) != len(classes):
+        raise InputError(f"give one diameter per class ({len(classes)})")
+    check_diameters(config["diameters"])
+    check_widths(config["widths"])
+    if not (isinstance(patch, int) and patch >= 16 and patch % 8 == 0 and isinstance(pad, int)
+            and 0 <= 2 * pad < patch):
+        raise InputError("patch must be a multiple of 8 (at least 16) and pad satisfy 0 <= 2*pad < patch")
+    if not float(config["voxel_size"]) > 0:
+        raise InputError("voxel_size must be positive")
+
+
 def load_model(model_dir, device="cpu"):
     """(model in eval mode on `device`, config) from a model folder."""
     model_dir = Path(model_dir)
     config = read_config(model_dir)
-    missing = [key for key in CONFIG_KEYS if key not in config]
-    if missing:
-        raise InputError(f"{model_dir / 'config.json'}: missing {', '.join(missing)}")
+    check_config(config, model_dir / "config.json")
     weights = model_dir / WEIGHTS_NAME
     if not weights.is_file():
         raise InputError(f"{weights}: missing; was the model trained to the end (or resumed)?")

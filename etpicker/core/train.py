@@ -25,7 +25,7 @@ from .metrics import evaluate, scores
 from .model import DEFAULT_WIDTHS
 from .negatives import hard_negatives
 from .normalise import robust_stats
-from .pick import WEIGHTS_NAME, build_model, load_model, pick_tomogram
+from .pick import WEIGHTS_NAME, build_model, check_widths, load_model, pick_tomogram
 from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, ideal_score
 from .sampling import PatchSampler, PatchSource, patch_origin
 
@@ -49,6 +49,7 @@ MIN_SCORE_CHOICES = np.round(np.arange(0.2, 3.001, 0.05), 2)
 # class's score threshold are chosen on them. With 7 per class both were noisy, and
 # thresholds tuned on 35 per class picked test tomograms better (bench/README.md).
 MIN_VAL_PARTICLES = 20
+DIVERGED_STEPS = 3  # consecutive non-finite training losses that stop a run
 # Settings a resumed run must share with the run that wrote the checkpoint.
 RESUME_KEYS = ("classes", "diameters", "label_type", "voxel_size", "patch", "pad", "widths", "epochs", "batch",
                "lr", "val_fraction", "ce_weight", "hard_negative_fraction")
@@ -96,9 +97,12 @@ def pair_by_stem(tomo_paths, coord_paths, what="--coords"):
         if Path(path).stem in by_stem:
             raise InputError(f"two coordinate files for tomogram {Path(path).stem}")
         by_stem[Path(path).stem] = path
-    pairs = []
+    pairs, seen = [], set()
     for path in tomo_paths:
         tomogram = open_tomogram(path)
+        if tomogram.stem in seen:
+            raise InputError(f"two tomograms are named {tomogram.stem} ({path} is the second)")
+        seen.add(tomogram.stem)
         if tomogram.stem not in by_stem:
             raise InputError(f"no {what} file named {tomogram.stem}.csv for tomogram {path}")
         coords_path = by_stem.pop(tomogram.stem)
@@ -218,7 +222,7 @@ def _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer
     """One pass over the plan, or until `deadline` (time.monotonic()): on a slow CPU a
     single epoch can outlast the whole time budget."""
     model.train()
-    total, count = 0.0, 0
+    total, count, diverged = 0.0, 0, 0
     for image, label in sampler.batches(plan, batch):
         if deadline is not None and count and time.monotonic() > deadline:
             break
@@ -232,9 +236,17 @@ def _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        total += loss.item() * len(image)
-        count += len(image)
-    return total / count
+        value = loss.item()
+        # A lone non-finite step can happen in float16 (the scaler skips it); a run of them
+        # means the weights are lost.
+        diverged = 0 if math.isfinite(value) else diverged + 1
+        if diverged >= DIVERGED_STEPS:
+            raise InputError(f"the training loss was NaN or infinite for {DIVERGED_STEPS} steps in a row: "
+                             "the run diverged; lower --lr")
+        if diverged == 0:
+            total += value * len(image)
+            count += len(image)
+    return total / max(count, 1)
 
 
 def _validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels):
@@ -318,7 +330,10 @@ def _prepare_data(pairs, val_pairs, classes, val_fraction, patch, face_margin, d
         if val_pairs:
             trainable, limit = np.ones(len(zyx), dtype=bool), shape
         else:
-            axis, start = validation_block(shape, zyx, val_fraction, patch)
+            try:
+                axis, start = validation_block(shape, zyx, val_fraction, patch)
+            except InputError as error:
+                raise InputError(f"{tomogram.path}: {error}") from None
             trainable = zyx[:, axis] < start
             limit = tuple(start if a == axis else shape[a] for a in range(3))
             # Pick with some real context before the block face, but score only beyond it.
@@ -377,6 +392,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         raise InputError(f"--voxel-size must be positive (Å), got {voxel_size}")
     if bool(val_tomos) != bool(val_coords):
         raise InputError("give both --val-tomos and --val-coords, or neither")
+    widths = check_widths(widths)
     device = resolve_device(device)
 
     pairs = pair_by_stem(tomos, coords)
@@ -421,6 +437,11 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     if not val_plan:
         raise InputError("the validation coordinates hold no particles")
     scored = np.concatenate([val.scored_truth.names for val in val_sets])
+    scores_particles = len(scored) > 0
+    if not scores_particles:  # F1 on nothing means nothing: choose by the validation loss
+        log("warning: validation scores no particle (all lie at the held-out block's face); the epoch kept is the "
+            "one with the lowest validation loss and picking keeps the default score thresholds: give "
+            "--val-tomos/--val-coords or a larger --val-fraction")
     for name, count in sparse_validation_classes(scored, classes).items():
         log(f"warning: validation scores only {count} particle(s) of {name}; the epoch kept and {name}'s score "
             f"threshold are chosen on them and will be noisy: give {MIN_VAL_PARTICLES} or more per class")
@@ -442,8 +463,12 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     if resume:
         if not checkpoint_path.is_file():
             raise InputError(f"--resume: no {CHECKPOINT_NAME} in {out}")
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        saved = {**checkpoint["config"], **checkpoint["config"]["training"]}
+        try:
+            checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+            saved = {**checkpoint["config"], **checkpoint["config"]["training"]}
+        except Exception as error:  # torch raises many kinds for a damaged file
+            raise InputError(f"--resume: {checkpoint_path} is not a readable checkpoint "
+                             f"({type(error).__name__}); train afresh without --resume") from None
         current = {**config, **config["training"]}
         changed = [key for key in RESUME_KEYS if saved.get(key) != current.get(key)]
         if changed:
@@ -458,6 +483,13 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
             config["relative_min_score"] = checkpoint["config"]["relative_min_score"]
         clock["before"] = sum(row["seconds"] for row in history)
         log(f"resuming {out} after epoch {first_epoch}/{epochs}")
+    else:
+        # A fresh run replaces a model already there: never leave its weights next to this config.
+        stale = [out / name for name in (WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME) if (out / name).exists()]
+        for path in stale:
+            path.unlink()
+        if stale:
+            log(f"replacing the model in {out} (give --resume to continue it instead)")
     write_config(out, config)
 
     stopped_by_budget = False
@@ -475,11 +507,13 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
                                   scaler, device, amp_dtype, len(classes) + 1, ce_weight, deadline)
         val_loss = _validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, len(classes) + 1)
         precision, recall, f1, min_scores = _validation_scores(model, config, val_sets, pad, batch, device, amp)
+        if not scores_particles:
+            precision = recall = f1 = math.nan
         seconds = time.monotonic() - epoch_started
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                         "val_precision": precision, "val_recall": recall, "val_f1": f1, "seconds": seconds,
                         "val_min_scores": min_scores})
-        score = (f1, -val_loss)
+        score = (f1 if scores_particles else 0.0, -val_loss)
         if best is None or score > tuple(best):
             best = score
             _save_atomically(model.state_dict(), out / WEIGHTS_NAME)

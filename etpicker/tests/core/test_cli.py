@@ -120,6 +120,51 @@ def test_pick_continues_after_a_failing_tomogram(tomogram, tmp_path, capsys):
         assert mrc.data.shape == (24, 32, 40) and 0 <= mrc.data.min() and mrc.data.max() <= 1
 
 
+def test_pick_refuses_tomograms_that_would_write_the_same_file(tomogram, tmp_path, capsys):
+    # TS_01/rec.mrc and TS_02/rec.mrc: both would be picked into PRED_DIR/rec.csv
+    model = _random_model(tmp_path / "model")
+    for folder in ("TS_01", "TS_02"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "rec.mrc").write_bytes(tomogram[0].read_bytes())
+    assert main(["pick", "--model", str(model), "--tomos", str(tmp_path / "TS_01" / "rec.mrc"),
+                 str(tmp_path / "TS_02" / "rec.mrc"), "--out", str(tmp_path / "picks")]) == 2
+    assert "several tomograms are named rec" in capsys.readouterr().err
+    assert not (tmp_path / "picks").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"diameters": [5]}, "one diameter per class"),
+    ({"widths": [4, 4]}, "4 positive whole numbers"),
+    ({"patch": "16"}, "multiple of 8"),
+    ({"diameters": [5, "x"]}, "malformed"),
+])
+def test_pick_refuses_an_inconsistent_model_config(tomogram, tmp_path, capsys, change, message):
+    model = _random_model(tmp_path / "model")
+    io.write_config(model, {**io.read_config(model), **change})
+    assert main(["pick", "--model", str(model), "--tomos", str(tomogram[0]), "--out", str(tmp_path / "p")]) == 2
+    error = capsys.readouterr().err
+    assert "config.json" in error and re.search(message, error), error
+
+
+def test_output_paths_that_cannot_be_written_are_input_errors(tomogram, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["simulate", "--out", str(blocker)]) == 2
+    assert main(["labels", "--tomo", str(tomogram[0]), "--coords", str(tomogram[1]),
+                 "--out", str(tmp_path / "no" / "such" / "l.mrc")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("etpicker: error: ") for line in errors), errors
+
+
+def test_non_finite_numbers_are_refused(tmp_path, capsys):
+    assert main(["pick", "--model", str(tmp_path), "--tomos", "a.mrc", "--out", str(tmp_path),
+                 "--min-score", "nan"]) == 2
+    assert main(["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path), "--diameter", "inf"]) == 2
+    assert main(["simulate", "--out", str(tmp_path / "s"), "--voxel-size", "0"]) == 2
+    errors = capsys.readouterr().err
+    assert "expected a number, got 'nan'" in errors and "--voxel-size must be positive" in errors
+
+
 def test_evaluate_prints_a_table_and_the_agnostic_f1(tmp_path, capsys):
     (tmp_path / "gt").mkdir()
     (tmp_path / "pred").mkdir()

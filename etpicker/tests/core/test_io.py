@@ -66,6 +66,17 @@ def test_coords_tolerate_whitespace_and_no_score(tmp_path):
     np.testing.assert_array_equal(coords.xyz, [[10, 20, 30], [1.5, 2.5, 3.5]])
 
 
+def test_coords_saved_by_a_spreadsheet_with_a_byte_order_mark_are_read(tmp_path):
+    (tmp_path / "c.csv").write_bytes("\ufeffclass,x,y,z\nribosome,1,2,3\n".encode("utf-8"))
+    assert list(read_coords(tmp_path / "c.csv").names) == ["ribosome"]
+
+
+def test_coords_not_in_utf8_are_an_input_error(tmp_path):
+    (tmp_path / "c.csv").write_bytes("class,x,y,z\nribosom\xe9,1,2,3\n".encode("latin-1"))
+    with pytest.raises(InputError, match="c.csv: not UTF-8"):
+        read_coords(tmp_path / "c.csv")
+
+
 def test_header_only_file_is_empty(tmp_path):
     (tmp_path / "c.csv").write_text("class,x,y,z,score\n")
     coords = read_coords(tmp_path / "c.csv")

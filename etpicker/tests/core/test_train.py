@@ -8,7 +8,9 @@ from etpicker.core import io, simulate, train
 from etpicker.core.pick import load_model, pick_tomogram
 from etpicker.core.postprocess import DEFAULT_RELATIVE_MIN_SCORE
 
-TINY = dict(epochs=3, patch=16, batch=4, widths=(4, 8, 8, 8), lr=3e-3, device="cpu", log=lambda _: None)
+# val_fraction 0.4: the held-out block then scores 3 of the tiny tomogram's 8 particles (0.2: none)
+TINY = dict(epochs=3, patch=16, batch=4, widths=(4, 8, 8, 8), lr=3e-3, val_fraction=0.4, device="cpu",
+            log=lambda _: None)
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +221,52 @@ def test_a_nan_that_the_statistics_subsample_missed_stops_training_with_an_input
     sampler = PatchSampler([source], [5], "tball", 16)
     with pytest.raises(io.InputError, match="NaN"):
         sampler.read(0, (0, 0, 0))
+
+
+def test_a_damaged_checkpoint_cannot_be_resumed_and_says_so(data, tmp_path):
+    train.train(*data, tmp_path, **dict(TINY, epochs=1))
+    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    checkpoint.write_bytes(checkpoint.read_bytes()[:500])
+    with pytest.raises(io.InputError, match="not a readable checkpoint"):
+        train.train(*data, tmp_path, resume=True, **dict(TINY, epochs=1))
+
+
+def test_a_fresh_run_into_a_model_folder_replaces_that_model(data, tmp_path):
+    train.train(*data, tmp_path, **dict(TINY, epochs=1))
+    lines = []
+    # interrupted before its first epoch ends: the old weights must not stay beside the new config
+    with pytest.raises(Interrupted):
+        train.train(*data, tmp_path, classes=["small", "medium", "large"],
+                    **dict(TINY, epochs=1, log=lambda line: lines.append(line) or _interrupt_at_training(line)))
+    assert any(line.startswith("replacing the model") for line in lines)
+    assert not (tmp_path / "weights.pt").exists() and not (tmp_path / train.CHECKPOINT_NAME).exists()
+
+
+def _interrupt_at_training(line):
+    if line.startswith("training on"):
+        raise Interrupted
+
+
+def test_validation_that_scores_no_particle_chooses_by_loss_with_default_thresholds(data, tmp_path):
+    # the tiny tomogram's held-out block has its 2 particles at its face, where none is scored
+    lines = []
+    train.train(*data, tmp_path, seed=0, **dict(TINY, val_fraction=0.2, log=lines.append))
+    assert any(line.startswith("warning: validation scores no particle") for line in lines)
+    history = _history(tmp_path)
+    assert all(row["val_f1"] == "nan" for row in history)  # not a perfect 1 on nothing
+    losses = [float(row["val_loss"]) for row in history]
+    kept_last = torch.load(tmp_path / "weights.pt", weights_only=True)
+    same = all(torch.equal(value, _final_weights(tmp_path)[key]) for key, value in kept_last.items())
+    assert same == (int(np.argmin(losses)) == len(losses) - 1)  # the lowest validation loss is kept
+    assert set(io.read_config(tmp_path)["relative_min_score"].values()) == {DEFAULT_RELATIVE_MIN_SCORE}
+
+
+def test_the_same_tomogram_twice_is_named(data, tmp_path):
+    (tomo,), (coords,) = data
+    with pytest.raises(io.InputError, match="two tomograms are named t"):
+        train.train([tomo, tomo], [coords], tmp_path, **dict(TINY, epochs=1))
+
+
+def test_a_diverging_run_stops_with_advice(data, tmp_path):
+    with pytest.raises(io.InputError, match="diverged; lower --lr"):
+        train.train(*data, tmp_path, seed=0, **dict(TINY, epochs=2, batch=1, lr=1e30))
