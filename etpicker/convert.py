@@ -13,16 +13,20 @@ from pwem.emlib.image import ImageHandler
 from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.objects import Coordinate3D
 
-from .constants import MODEL_CONFIG
+from .constants import MODEL_CONFIG, OUTPUT_COORDINATES_PREFIX
 
 # Files mrcfile reads whatever their extension (MRC under another name).
 MRC_EXTENSIONS = (".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")
 
 
-def className(coordSet, producer=None, index=0):
-    """Name of the class a coordinate set stands for: its own label, else the label
-    of the run that produced it, else ``class<index+1>``."""
-    for candidate in (coordSet.getObjLabel(), producer.getObjLabel() if producer else ""):
+def className(coordSet, producer=None, index=0, outputName=""):
+    """Name of the class a coordinate set stands for: its own label, else the class in
+    its output name (``outputCoordinates_<class>``, as etpicker's pick names them), else
+    the label of the run that produced it, else ``class<index+1>``."""
+    fromOutput = (outputName[len(OUTPUT_COORDINATES_PREFIX):]
+                  if outputName.startswith(OUTPUT_COORDINATES_PREFIX) else "")
+    for candidate in (coordSet.getObjLabel(), fromOutput,
+                      producer.getObjLabel() if producer else ""):
         if candidate and candidate.strip():
             return candidate.strip()
     return "class%d" % (index + 1)
@@ -32,7 +36,7 @@ def classNames(pointers):
     """Unique class names for a list of pointers to SetOfCoordinates3D, in order."""
     names = []
     for index, pointer in enumerate(pointers):
-        name = className(pointer.get(), pointer.getObjValue(), index)
+        name = className(pointer.get(), pointer.getObjValue(), index, pointer.getExtended() or "")
         unique, n = name, 2
         while unique in names:
             unique, n = "%s_%d" % (name, n), n + 1

@@ -6,7 +6,7 @@ from pyworkflow.object import Pointer
 from pyworkflow.protocol import params
 from tomo.protocols import ProtTomoBase
 
-from .. import Plugin
+from .. import Plugin, convert
 from ..constants import LABEL_TYPES, MIN_DIAMETER, VOXEL_SIZE_TOLERANCE
 
 
@@ -50,6 +50,31 @@ class EtPickerProtBase(EMProtocol, ProtTomoBase):
     def _emptySetErrors(sets, what):
         return ["The input %s %s is empty." % (what, s.getObjLabel() or s.getNameId())
                 for s in sets if s is not None and s.getSize() == 0]
+
+    @staticmethod
+    def _tsIdErrors(tomograms):
+        """Tomograms reach the core as <tsId>.mrc: ids must exist and differ."""
+        if tomograms is None:
+            return []
+        tsIds = [tomo.getTsId() for tomo in tomograms.iterItems()]
+        label = tomograms.getObjLabel() or tomograms.getNameId()
+        if any(not tsId for tsId in tsIds):
+            return ["Some tomograms of %s have no tomogram id (tsId)." % label]
+        repeated = sorted({tsId for tsId in tsIds if tsIds.count(tsId) > 1})
+        if repeated:
+            return ["Tomograms of %s share the tomogram id(s) %s: give each tomogram its own."
+                    % (label, ", ".join(repeated))]
+        return []
+
+    @staticmethod
+    def _classNameErrors(names):
+        """Classes become output and file names (convert.safeName): those must differ."""
+        safe = [convert.safeName(name) for name in names]
+        clashes = sorted({name for name, s in zip(names, safe) if safe.count(s) > 1})
+        if clashes:
+            return ["The class names %s differ only in characters other than letters, digits "
+                    "and _: relabel the coordinate sets." % ", ".join(clashes)]
+        return []
 
     @staticmethod
     def _modelErrors(model):

@@ -80,6 +80,7 @@ class EtPickerProtLabels(EtPickerProtBase):
         coordSets = [p.get() for p in self.inputCoordinates]
         errors = self._emptySetErrors([tomograms], "tomograms")
         errors += self._emptySetErrors(coordSets, "coordinates")
+        errors += self._tsIdErrors(tomograms)
         if tomograms is not None:
             errors += diameterErrors(self.diameters.get(), len(coordSets),
                                      tomograms.getSamplingRate())

@@ -207,8 +207,17 @@ class EtPickerProtPick(EtPickerProtBase):
             errors += self._modelErrors(model)
             if tomograms is not None and not errors:
                 errors += self._voxelSizeErrors(tomograms, model)
+        errors += self._tsIdErrors(tomograms)
         if self.boxSize.get() is not None and self.boxSize.get() <= 0:
             errors.append("The box size must be positive (Å).")
+        if not 0 < self.threshold.get() < 1:
+            errors.append("The segmentation threshold is a probability between 0 and 1.")
+        if self.minDistance.get() is not None and self.minDistance.get() <= 0:
+            errors.append("The minimum distance must be positive (voxels).")
+        if self.pad.get() is not None and self.pad.get() < 0:
+            errors.append("The tile padding must be at least 0 voxels.")
+        if self.batch.get() < 1:
+            errors.append("The batch size must be at least 1 tile.")
         return errors
 
     def _summary(self):

@@ -173,6 +173,8 @@ class EtPickerProtTrain(EtPickerProtBase):
             return errors
         if not coordSets:
             return ["Give at least one set of coordinates (one per class)."]
+        errors += self._tsIdErrors(tomograms) + self._tsIdErrors(self.valTomograms.get())
+        errors += self._classNameErrors(self._classNames())
         tsIds = set(tomograms.getUniqueValues("_tsId"))
         for coordSet in coordSets:
             if not tsIds.intersection(coordSet.getTSIds()):

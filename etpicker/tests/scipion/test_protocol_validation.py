@@ -95,6 +95,31 @@ class TestEtPickerValidation(BaseTest):
                             "valCoordinates": [output(self.many, "outputCoordinates")]})
         self.assertEqual(enough.warnings(), [])
 
+    def test_tomograms_must_have_distinct_ids(self):
+        # the same file name in two folders: tomo's importer gives both the tsId "x"
+        root = os.path.join(self.proj.getTmpPath(), "dup")
+        for folder in ("a", "b"):
+            os.makedirs(os.path.join(root, folder))
+            write_mrc(os.path.join(root, folder, "x.mrc"), np.zeros(SHAPE), 10.0)
+        twins = import_tomograms(self, root, 10.0, label="twins", pattern="*/x.mrc")
+        self.assertEqual([t.getTsId() for t in twins.Tomograms], ["x", "x"])
+        errors = self._pick(twins, self.modelRun).validate()
+        self.assertTrue(any("share the tomogram id" in e for e in errors), errors)
+
+    def test_pick_settings_are_checked_with_their_units(self):
+        pick = self._pick(self.tomos, self.modelRun)
+        pick.threshold.set(1.5)
+        pick.minDistance.set(0)
+        errors = " ".join(pick.validate())
+        self.assertIn("between 0 and 1", errors)
+        self.assertIn("minimum distance must be positive (voxels)", errors)
+
+    def test_class_names_that_would_share_an_output_name_are_refused(self):
+        folder = os.path.join(self.proj.getTmpPath(), "ribosome")
+        runs = [import_coordinates(self, folder, self.tomos, label=label) for label in ("a-b", "a_b")]
+        errors = self._train(*runs, diameters="90").validate()
+        self.assertTrue(any("a-b, a_b differ only in characters" in e for e in errors), errors)
+
     def test_training_leaves_out_tomograms_without_annotations(self):
         # "many" annotates tomo_a only: tomo_b's particles must not be taught as background
         prot = self._train(self.many, diameters="90")

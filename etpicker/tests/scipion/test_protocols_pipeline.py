@@ -8,11 +8,13 @@ import time
 import mrcfile
 import numpy as np
 from pwem.protocols import ProtSetFilter
+from pyworkflow.object import Pointer
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.protocols import ProtExportCoordinates3D
 
+from etpicker import convert
 from etpicker.constants import MODEL_HISTORY
 from etpicker.protocols import EtPickerProtLabels, EtPickerProtTrain, EtPickerProtPick
 from etpicker.viewers.plots import read_history
@@ -177,6 +179,11 @@ class TestEtPickerPipeline(BaseTest):
             print("class %s: %d picks, %d true, F1 %.3f"
                   % (name, len(xyz), len(self.truth[TEST_STEM][name]), f1))
             self.assertGreaterEqual(f1, 0.8)
+
+    def test_picked_sets_are_named_after_their_class_downstream(self):
+        # e.g. picks fed back into train to fine-tune keep their class, not the run's label
+        picked = Pointer(self.pick, extended="outputCoordinates_particle")
+        self.assertEqual(convert.classNames([picked]), ["particle"])
 
     def test_scipion_picks_equal_the_core_cli_picks(self):
         out = self.proj.getTmpPath("cli_picks")
