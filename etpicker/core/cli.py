@@ -14,7 +14,8 @@ import numpy as np
 
 from . import __version__
 from .device import AMP_MODES, resolve_device
-from .io import Coords, InputError, check_inside, open_tomogram, read_coords, write_coords, write_volume
+from .io import (Coords, InputError, check_inside, open_tomogram, read_coords, sorted_names, write_coords,
+                 write_volume)
 from .labels import LABEL_TYPES, paint_labels
 from .metrics import evaluate, scores
 from .model import DEFAULT_WIDTHS
@@ -93,6 +94,8 @@ def _add_labels(subparsers):
 
 
 def _labels(args):
+    if args.out.resolve() == args.tomo.resolve():
+        raise InputError(f"--out {args.out} is the tomogram itself; write the labels to another file")
     tomogram = open_tomogram(args.tomo)
     coords = read_coords(args.coords)
     check_inside(coords.xyz, tomogram.data.shape, args.coords)
@@ -274,7 +277,7 @@ def _evaluate(args):
             print(f"no prediction {path}: counting all its particles as missed", flush=True)
             predictions[stem] = Coords(np.array([], str), np.zeros((0, 3)))
     # Predicted classes count too: picks of a class absent from the truth are all false.
-    classes = sorted({name for coords in [*truths.values(), *predictions.values()] for name in coords.names})
+    classes = sorted_names({name for coords in [*truths.values(), *predictions.values()] for name in coords.names})
     if args.tolerance is not None:
         if not args.tolerance > 0:
             raise InputError(f"--tolerance must be positive, got {args.tolerance}")

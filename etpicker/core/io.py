@@ -104,6 +104,11 @@ def _parse_float(text, path, line, column):
     return value
 
 
+def sorted_names(names):
+    """Class names in their default order: numbers by value (2 before 10), then text."""
+    return sorted(names, key=lambda name: (0, int(name), "") if name.isdigit() else (1, 0, name))
+
+
 def read_coords(path) -> Coords:
     path = Path(path)
     try:

@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .augment import default_augmentation
 from .device import autocast, autocast_dtype, dtype_name, resolve_device
-from .io import VOXEL_SIZE_TOLERANCE, Coords, InputError, Tomogram, check_inside, open_tomogram, read_config, read_coords, write_config
+from .io import VOXEL_SIZE_TOLERANCE, Coords, InputError, Tomogram, sorted_names, check_inside, open_tomogram, read_config, read_coords, write_config
 from .labels import LABEL_TYPES, check_diameters
 from .losses import dice_ce_loss, soft_target
 from .metrics import evaluate, scores
@@ -49,6 +49,7 @@ MIN_SCORE_CHOICES = np.round(np.arange(0.2, 3.001, 0.05), 2)
 # class's score threshold are chosen on them. With 7 per class both were noisy, and
 # thresholds tuned on 35 per class picked test tomograms better (bench/README.md).
 MIN_VAL_PARTICLES = 20
+MAX_CLASSES = 255  # class ids live in uint8 label volumes and class maps
 DIVERGED_STEPS = 3  # consecutive non-finite training losses that stop a run
 # Settings a resumed run must share with the run that wrote the checkpoint.
 RESUME_KEYS = ("classes", "diameters", "label_type", "voxel_size", "patch", "pad", "widths", "epochs", "batch",
@@ -66,12 +67,14 @@ def default_pad(patch):
 def class_order(coords_list, classes=None):
     """`classes` when given (every annotated class must be among them), else the sorted
     unique class names of the annotations."""
-    found = sorted({str(name) for coords in coords_list for name in coords.names})
+    found = sorted_names({str(name) for coords in coords_list for name in coords.names})
     if not classes:
         if not found:
             raise InputError("the coordinate files hold no particles")
-        return found
+        classes = found
     classes = [str(name) for name in classes]
+    if len(classes) > MAX_CLASSES:
+        raise InputError(f"{len(classes)} classes; at most {MAX_CLASSES} (label volumes are uint8)")
     if len(set(classes)) != len(classes):
         raise InputError(f"--classes lists a class twice: {','.join(classes)}")
     unknown = [name for name in found if name not in classes]
@@ -380,6 +383,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     pad = default_pad(patch) if pad is None else pad
     if not 0 <= 2 * pad < patch:
         raise InputError(f"pad must satisfy 0 <= 2*pad < patch; got pad {pad} with patch {patch}")
+    if not ce_weight >= 0:
+        raise InputError(f"--ce-weight must be at least 0, got {ce_weight}")
     if not 0 <= hard_negative_fraction <= 10:
         raise InputError(f"--hard-negatives must lie between 0 and 10 patches per particle patch, got {hard_negative_fraction}")
     if epochs < 1 or batch < 1 or not lr > 0:

@@ -90,6 +90,12 @@ def test_labels_writes_uint8_with_the_voxel_size(tomogram, tmp_path):
     assert (labels == 1).sum() == 33 and (labels == 2).sum() == 7  # balls of radius 2 and 1
 
 
+def test_labels_never_overwrite_the_tomogram(tomogram, capsys):
+    before = tomogram[0].read_bytes()
+    assert main(["labels", "--tomo", str(tomogram[0]), "--coords", str(tomogram[1]), "--out", str(tomogram[0])]) == 2
+    assert "is the tomogram itself" in capsys.readouterr().err and tomogram[0].read_bytes() == before
+
+
 def test_labels_rejects_centres_outside_the_volume(tomogram, tmp_path, capsys):
     io.write_coords(tomogram[1], io.Coords(["a"], [[100, 1, 1]]))
     assert main(["labels", "--tomo", str(tomogram[0]), "--coords", str(tomogram[1]),

@@ -270,3 +270,8 @@ def test_the_same_tomogram_twice_is_named(data, tmp_path):
 def test_a_diverging_run_stops_with_advice(data, tmp_path):
     with pytest.raises(io.InputError, match="diverged; lower --lr"):
         train.train(*data, tmp_path, seed=0, **dict(TINY, epochs=2, batch=1, lr=1e30))
+
+
+def test_numeric_class_names_are_ordered_by_value():
+    coords = io.Coords(np.array(["10", "2", "1", "b", "a"]), np.zeros((5, 3)))
+    assert train.class_order([coords]) == ["1", "2", "10", "a", "b"]
