@@ -9,6 +9,7 @@ from ..constants import OUTPUT_MODEL, MODEL_CONFIG, MODEL_CONFIG_KEYS, MODEL_WEI
 from ..objects import EtPickerModel
 from .protocol_base import EtPickerProtBase
 
+
 class EtPickerProtImportModel(EtPickerProtBase):
     """Imports a trained etpicker model folder (config.json + weights.pt) into the
     project, e.g. a model trained in another project or shared by a colleague."""
