@@ -4,6 +4,7 @@ The Scipion side (this package minus ``core``) never imports torch; the core
 (``etpicker.core``) runs as ``python -m etpicker.core`` in its own environment.
 """
 import os
+import shlex
 import sys
 
 from .constants import (VERSION, ETPICKER_ENV_ACTIVATION, DEFAULT_ACTIVATION, ENV_NAME,
@@ -60,12 +61,17 @@ if pwem is not None:
                 args = args.replace("%", "%%")
             activation = cls.getActivation()
             if not activation:
-                return "%s%s -m %s %s" % (cuda, sys.executable, CORE_MODULE, args)
+                return "%s%s -m %s %s" % (cuda, shlex.quote(sys.executable), CORE_MODULE, args)
+            prefix = ("%s %s" % (cls._condaInit(), activation)).strip()
+            return "%s && %spython -m %s %s" % (prefix, cuda, CORE_MODULE, args)
+
+        @classmethod
+        def _condaInit(cls):
+            """CONDA_ACTIVATION_CMD ready to be followed by a command ('' when unset)."""
             condaInit = (cls.getCondaActivationCmd() or "").strip()
             if condaInit and not condaInit.endswith(("&&", ";")):
                 condaInit += " &&"
-            prefix = ("%s %s" % (condaInit, activation)).strip()
-            return "%s && %spython -m %s %s" % (prefix, cuda, CORE_MODULE, args)
+            return condaInit
 
         @classmethod
         def runCore(cls, protocol, args, gpus=True):
@@ -78,17 +84,18 @@ if pwem is not None:
             """What pip installs into the core's env: this source tree when it is one
             (a --devel install), else the same release of the distribution."""
             if os.path.exists(os.path.join(_PACKAGE_PARENT, "setup.py")):
-                return _PACKAGE_PARENT
+                # editable: a "git pull" of the tree updates the core's env too
+                return "-e %s" % shlex.quote(_PACKAGE_PARENT)
             return "scipion-em-etpicker==%s" % VERSION
 
         @classmethod
         def defineBinaries(cls, env):
-            condaInit = (cls.getCondaActivationCmd() or "").strip()
+            condaInit = cls._condaInit()
             steps = [
                 condaInit,
                 "conda create -y -n %s python=%s &&" % (ENV_NAME, CORE_PYTHON_VERSION),
                 "conda activate %s &&" % ENV_NAME,
-                # The CPU/GPU torch wheel is chosen by pip for this machine.
+                # PyPI's torch wheel: CUDA-enabled on Linux x86-64, CPU-only elsewhere.
                 "pip install %s &&" % " ".join(CORE_REQUIREMENTS),
                 # --no-deps: the core needs none of the Scipion-side dependencies.
                 "pip install --no-deps %s &&" % cls._coreSource(),
@@ -97,4 +104,5 @@ if pwem is not None:
             command = " ".join(step for step in steps if step)
             env.addPackage("etpicker", version=VERSION, tar="void.tgz",
                            commands=[(command, INSTALLED_FLAG)],
-                           neededProgs=["conda"], default=True)
+                           # conda need not be on PATH when CONDA_ACTIVATION_CMD sets it up
+                           neededProgs=[] if condaInit else ["conda"], default=True)

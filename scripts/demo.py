@@ -5,7 +5,7 @@ scipion-em-tomo's importers, then runs weak labels -> train -> pick -> evaluate 
 (plain text through Scipion, RELION 5 STAR through the reliontomo plugin's writer), saves
 the viewers' figures as PNG files and prints the F1. Each run starts a fresh project.
 
-Usage: .venv/bin/python scripts/demo.py [--out demo_output] [--minutes 6] [--seed 0]
+Usage: .venv/bin/python scripts/demo.py [--out demo_output] [--minutes 8] [--seed 0]
 (``bash scripts/demo.sh`` sets up .venv first).
 """
 import argparse

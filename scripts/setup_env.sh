@@ -10,6 +10,12 @@ STAMP="$VENV/.etpicker-requirements.sha256"
 REQUIREMENTS=(requirements.txt requirements-core.txt requirements-test.txt)
 # torch 2.13.0 and the Scipion pins are known to work together on Python 3.11.
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "etpicker: error: $PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())')," \
+         "but the pinned dependencies (scipy 1.10, torch 2.13) need Python 3.11:" \
+         "install python3.11 or run with PYTHON=/path/to/python3.11." >&2
+    exit 2
+fi
 
 wanted=$(cat "${REQUIREMENTS[@]}" setup.py | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$wanted" ]; then
@@ -17,6 +23,13 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$wanted" ]; then
     exit 0
 fi
 
+# A venv of another Python (e.g. made with a 3.12 python3) cannot take the pins: start over.
+if [ -x "$VENV/bin/python" ] && \
+   [ "$("$VENV/bin/python" -c 'import sys; print(sys.version_info[:2])')" != \
+     "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" ]; then
+    echo "etpicker: $VENV uses another Python than $PYTHON; recreating it"
+    rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
     echo "etpicker: creating $VENV with $PYTHON"
     "$PYTHON" -m venv "$VENV"

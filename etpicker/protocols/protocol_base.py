@@ -37,13 +37,18 @@ class EtPickerProtBase(EMProtocol, ProtTomoBase):
     def _useGpu(self):
         return bool(self.getAttributeValue(params.USE_GPU, False))
 
+    def _setsVisibleGpus(self):
+        """Whether the core's command sets CUDA_VISIBLE_DEVICES: pyworkflow fills in the
+        GPU list only when there is one (an empty list would leave %(GPU)s in the shell)."""
+        return self._useGpu() and bool(self.getGpuList())
+
     def _deviceArg(self):
         # Under CUDA_VISIBLE_DEVICES the chosen GPU is the core's first device.
         return "--device %s" % ("auto" if self._useGpu() else "cpu")
 
     def _runCore(self, subcommand, *args):
         """Run ``python -m etpicker.core subcommand args`` (already quoted strings)."""
-        Plugin.runCore(self, " ".join((subcommand,) + args), gpus=self._useGpu())
+        Plugin.runCore(self, " ".join((subcommand,) + args), gpus=self._setsVisibleGpus())
 
     # --------------------------- checks shared by _validate -------------------
     @staticmethod

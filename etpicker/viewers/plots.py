@@ -162,7 +162,7 @@ def draw_picks(figure, volume, picks, z, diameters, y=None, reference=None,
     xy_axes.set(title=f'XY at z = {z} (mean of {slab} slices)', ylabel=f'y ({unit})',
                 xlim=(-0.5, width - 0.5), ylim=(-0.5, height - 0.5))
     xz_axes.set(title=f'XZ at y = {y} (yellow lines: where the other slice cuts)',
-                xlabel=f'x ({unit})', ylabel='z', ylim=(-0.5, depth - 0.5))
+                xlabel=f'x ({unit})', ylabel=f'z ({unit})', ylim=(-0.5, depth - 0.5))
     if legend:
         figure.legend(handles=legend, loc='outside lower center', ncols=2 if reference else 1,
                       fontsize=8, frameon=False)

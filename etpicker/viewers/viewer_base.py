@@ -43,6 +43,14 @@ class EtPickerProtocolViewer(ProtocolViewer):
                       help="Index of the XY slice, 0-based; -1 = the middle slice. "
                            "A few slices around it are averaged to raise the contrast.")
 
+    def _sliceErrors(self, volume, **chosen):
+        """Error views for typed slice indices outside the volume (axis name: index), so
+        the GUI says so instead of failing silently in its callback."""
+        sizes = dict(zip("zyx", volume.shape))
+        return [self.errorMessage("%s slice %d is outside the tomogram (0-%d voxels)."
+                                  % (axis.upper(), index, sizes[axis] - 1), "No such slice")
+                for axis, index in chosen.items() if not 0 <= index < sizes[axis]]
+
     def _chosenTsId(self):
         return self._tomogramIds()[self.tomogram.get()]
 

@@ -36,6 +36,9 @@ class EtPickerLabelsViewer(EtPickerProtocolViewer):
         tomogram = self._openTomogram(mask.getVolName())
         labels = self._openTomogram(mask.getFileName())
         z = middleOrChosen(self.sliceZ.get(), tomogram.data.shape[0])
+        errors = self._sliceErrors(tomogram.data, z=z)
+        if errors:
+            return errors
         plotter = newPlotter((11, 5.5), "etpicker weak labels")
         plots.draw_labels(plotter.figure, tomogram.data, labels.data, z,
                           convert.classNames(list(self.protocol.inputCoordinates)),

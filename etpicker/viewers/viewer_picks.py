@@ -98,10 +98,13 @@ class EtPickerPicksViewer(EtPickerProtocolViewer):
                      for name, s in pickedSets}
         choice = self.getEnumText("pickClass")
         volume = self._openTomogram(tomo.getFileName()).data
+        z = middleOrChosen(self.sliceZ.get(), volume.shape[0])
+        y = middleOrChosen(self.sliceY.get(), volume.shape[1])
+        errors = self._sliceErrors(volume, z=z, y=y)
+        if errors:
+            return errors
         plotter = newPlotter((9, 9), "etpicker picks")
-        plots.draw_picks(plotter.figure, volume, picks[tsId],
-                         z=middleOrChosen(self.sliceZ.get(), volume.shape[0]),
-                         y=middleOrChosen(self.sliceY.get(), volume.shape[1]),
+        plots.draw_picks(plotter.figure, volume, picks[tsId], z=z, y=y,
                          diameters=diameters,
                          reference=reference[tsId] if reference else None,
                          classes=None if choice == ALL_CLASSES else [choice],

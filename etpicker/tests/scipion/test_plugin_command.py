@@ -71,6 +71,20 @@ def test_percent_in_arguments_survives_gpu_formatting(activation):
     assert "CUDA_VISIBLE_DEVICES=2 " in command
 
 
+def test_an_empty_gpu_list_leaves_no_placeholder_in_the_command(activation):
+    # "Use GPU" with the GPU IDs field cleared: pyworkflow fills no %(GPU)s then
+    from etpicker.protocols import EtPickerProtPick
+    activation("")
+    prot = EtPickerProtPick(useGpu=True, gpuList="")
+    command = buildRunCommand(Plugin.getProgram("--help --out run%1", gpus=prot._setsVisibleGpus()), "", 1,
+                              gpuList=prot.getGpuList())
+    assert "%" not in command.replace("run%1", "")
+    result = subprocess.run(command, shell=True, env=Plugin.getEnviron(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert EtPickerProtPick(useGpu=True, gpuList="1")._setsVisibleGpus()
+
+
 def test_empty_activation_command_runs_the_core(activation):
     activation("")
     environ = Plugin.getEnviron()
@@ -99,9 +113,22 @@ def test_define_binaries_creates_the_conda_env_with_torch_and_the_core():
     assert name == "etpicker" and kwargs["neededProgs"] == ["conda"]
     assert "conda create -y -n %s python=3.11" % ENV_NAME in command
     assert "pip install torch==2.13.0 numpy scipy mrcfile" in command
-    # In a source checkout the bundled core comes from this very tree.
-    assert "pip install --no-deps %s" % REPO in command
+    # In a source checkout the bundled core comes from this very tree, editable.
+    assert "pip install --no-deps -e %s" % REPO in command
     assert command.endswith("touch %s" % flag)
+
+
+def test_conda_need_not_be_on_the_path_when_an_activation_command_sets_it_up(monkeypatch):
+    class RecordingEnv:
+        def addPackage(self, name, **kwargs):
+            self.package = (name, kwargs)
+
+    monkeypatch.setattr(Plugin, "_condaActivationCmd", 'eval "$(/opt/conda/bin/conda shell.bash hook)"')
+    env = RecordingEnv()
+    Plugin.defineBinaries(env)
+    name, kwargs = env.package
+    assert kwargs["neededProgs"] == []
+    assert kwargs["commands"][0][0].startswith('eval "$(/opt/conda/bin/conda shell.bash hook)" && conda create')
 
 
 def test_core_imports_where_scipion_is_absent():

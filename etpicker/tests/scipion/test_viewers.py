@@ -141,6 +141,10 @@ class TestViewers(BaseTest):
         figure = self._figureOf(actions["displayPicks"]())
         labels = [t.get_text() for t in figure.legends[0].get_texts()]
         self.assertTrue(any(text.startswith("large reference") for text in labels), labels)
+        # A slice typed outside the tomogram is said in a message (the GUI swallows errors).
+        viewer.sliceZ.set(10_000)
+        self.assertEqual(self._savePlotters(actions["displayPicks"](), "outside")[1],
+                         ["Z slice 10000 is outside the tomogram (0-%d voxels)." % (SHAPE[0] - 1)])
         # Scores and the curve need picks: the tiny model may find none, then says so.
         for action in ("displayScores", "displayCurve"):
             paths, messages = self._savePlotters(actions[action](), action)
