@@ -69,7 +69,14 @@ def test_empty_cases():
     assert (invented["precision"], invented["recall"], invented["f1"], invented["fp"]) == (0.0, 0.0, 0.0, 1)
 
 
-def test_large_crowded_case_is_exact_and_fast():
+def test_only_pairs_within_the_tolerance_can_match():
+    # a maximum matching over all pairs would count 3; within 2 voxels only 2 pairs can hold
+    gt = np.array([[0, 0, 0], [0, 0, 3.8], [0, 1.5, 3]])
+    pred = np.array([[1.5, 0, 0], [-1.5, 0, 0], [0, 0, 1.9]])
+    assert match(pred, gt, 2.0) == (2, 1, 1)
+
+
+def test_large_crowded_case_counts_add_up():
     rng = np.random.default_rng(0)
     gt = rng.uniform(0, 300, size=(3000, 3))
     pred = np.concatenate([gt[:2500] + rng.normal(0, 0.5, size=(2500, 3)), rng.uniform(0, 300, size=(400, 3))])

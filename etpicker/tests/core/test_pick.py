@@ -74,5 +74,26 @@ def test_pick_tomogram_honours_the_models_tuned_min_score_unless_overridden(tmp_
     strict = dict(CONFIG, relative_min_score=4.0)
     assert len(pick_tomogram(ContrastNet(), strict, tomogram)) == 0
     assert len(pick_tomogram(ContrastNet(), strict, tomogram, min_score=0.0)) == 2
-    per_class = dict(CONFIG, relative_min_score={"small": 0.2, "big": 4.0})  # both balls are "small"
-    assert len(pick_tomogram(ContrastNet(), per_class, tomogram)) == 2
+
+
+def test_each_class_is_cut_at_its_own_tuned_min_score(tmp_path):
+    shape = (30, 40, 50)
+    ids, _ = paint_labels(shape, np.array([[10, 12, 14], [20, 28, 36]], float), [1, 2], CONFIG["diameters"], "ball")
+    write_volume(tmp_path / "t.mrc", (3.0 * (ids == 1) - 3.0 * (ids == 2)).astype(np.float32))
+    tomogram = open_tomogram(tmp_path / "t.mrc")  # one bright "small" and one dark "big" particle
+    for strict, kept in (("big", ["small"]), ("small", ["big"])):
+        tuned = dict(CONFIG, relative_min_score={"small": 0.2, "big": 0.2, strict: 4.0})
+        assert list(pick_tomogram(ContrastNet(), tuned, tomogram).names) == kept
+
+
+def test_threshold_and_pad_given_to_pick_are_used(tmp_path):
+    shape = (30, 40, 50)
+    ids, _ = paint_labels(shape, np.array([[10, 12, 14]], float), [1], CONFIG["diameters"], "ball")
+    write_volume(tmp_path / "t.mrc", (3.0 * (ids == 1)).astype(np.float32))
+    tomogram = open_tomogram(tmp_path / "t.mrc")
+    loose, strict = (pick_tomogram(ContrastNet(), CONFIG, tomogram, threshold=t, min_score=0.0) for t in (0.3, 0.95))
+    # a stricter foreground threshold segments less of the ball's blurred rim: a lower score
+    loose, strict = loose.subset(loose.names == "small"), strict.subset(strict.names == "small")
+    assert len(loose) == len(strict) == 1 and strict.score[0] < loose.score[0]
+    with pytest.raises(InputError, match="pad"):  # 2 * 8 is not below the model's patch 16
+        pick_tomogram(ContrastNet(), CONFIG, tomogram, pad=8)

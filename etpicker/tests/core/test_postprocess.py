@@ -94,3 +94,11 @@ def test_a_particle_shared_between_two_classes_is_picked_once_as_the_majority_cl
     ids, zyx, score = mp_nms(class_map, [13, 13], min_score=0.05)  # both classes have maxima
     assert list(ids) == [2]
     assert np.abs(zyx[0] - 16).max() <= 2
+
+
+def test_touching_particles_of_different_sizes_are_both_kept():
+    # 5.8 voxels apart: more than half the small diameter, less than half the large one
+    class_map, _ = paint_labels((40, 40, 60), [[20, 20, 20], [20, 20, 25]], [1, 2], [7, 15], "ball")
+    ids, zyx, _ = mp_nms(class_map, [7, 15])
+    assert list(ids) == [1, 2]
+    np.testing.assert_allclose(zyx[0], [20, 20, 20], atol=0.5)

@@ -80,6 +80,20 @@ def test_segment_equals_whole_volume_computation():
     assert (class_map == 1).sum() > 100 and (class_map == 2).sum() > 100
 
 
+class SplitNet(nn.Module):
+    """A stand-in network: everywhere background 0.4 and each class 0.3."""
+
+    def forward(self, x):
+        probabilities = torch.tensor([0.4, 0.3, 0.3]).log().view(1, 3, 1, 1, 1)
+        return probabilities.expand(len(x), 3, *x.shape[2:])
+
+
+def test_a_voxel_is_foreground_when_background_is_unlikely_even_if_no_class_is_likely():
+    # foreground 0.6 >= 0.5 although each class alone is 0.3: the voxel belongs to a particle
+    class_map = segment(SplitNet(), np.zeros((8, 16, 16), np.float32), 0.0, 1.0, patch=16, pad=2)
+    assert np.all(class_map == 1)
+
+
 def test_segment_refuses_a_threshold_outside_0_1():
     with pytest.raises(InputError, match="threshold"):
         segment(MeanFilterNet(), np.zeros((8, 8, 8), np.float32), 0.0, 1.0, patch=16, pad=2, threshold=1.5)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from etpicker.core import io, simulate, train
+from etpicker.core.labels import paint_labels
 from etpicker.core.pick import load_model, pick_tomogram
 from etpicker.core.postprocess import DEFAULT_RELATIVE_MIN_SCORE
 
@@ -60,6 +61,11 @@ def test_interrupted_run_resumes_to_the_same_result_as_an_uninterrupted_one(data
     assert [r["val_min_scores"] for r in history] == [r["val_min_scores"] for r in _history(tmp_path / "whole")]
     for key, value in _final_weights(tmp_path / "whole").items():
         assert torch.allclose(value, _final_weights(parts)[key], atol=1e-5), key
+    # the kept (best) model and its thresholds too: the resumed run knew epoch 1's score
+    kept = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
+    for key, value in torch.load(parts / "weights.pt", weights_only=True).items():
+        assert torch.allclose(value, kept[key], atol=1e-5), key
+    assert io.read_config(parts)["relative_min_score"] == io.read_config(tmp_path / "whole")["relative_min_score"]
 
 
 def test_time_budget_cuts_even_the_first_epoch_and_leaves_a_usable_model(data, tmp_path):
@@ -275,3 +281,40 @@ def test_a_diverging_run_stops_with_advice(data, tmp_path):
 def test_numeric_class_names_are_ordered_by_value():
     coords = io.Coords(np.array(["10", "2", "1", "b", "a"]), np.zeros((5, 3)))
     assert train.class_order([coords]) == ["1", "2", "10", "a", "b"]
+
+
+def test_training_labels_sit_on_the_particles_they_label():
+    from etpicker.core.sampling import PatchSampler, PatchSource
+    from scipy import ndimage
+    centre = np.array([[20.0, 21, 22]])
+    ids, _ = paint_labels((40, 40, 40), centre, [1], [9], "ball")
+    volume = ids.astype(np.float32)  # the particle is exactly its label ball
+    source = PatchSource(volume, 0.0, 1.0, centre, np.array([1]), np.array([True]), volume.shape)
+    image, label_ids, _ = PatchSampler([source], [9], "ball", 16).read(0, np.array([13, 12, 11]))
+    np.testing.assert_array_equal(label_ids == 1, image > 0.5)
+    np.testing.assert_allclose(ndimage.center_of_mass(label_ids == 1), centre[0] - [13, 12, 11])
+
+
+def test_validation_tomograms_are_what_validation_scores(data, tmp_path):
+    tomo = simulate.simulate_tomogram((24, 40, 64), rng=1, snr=1.0, n_per_class=4)
+    io.write_volume(tmp_path / "v.mrc", tomo.volume, 10.0)
+    io.write_coords(tmp_path / "v.csv", io.Coords(tomo.names, tomo.xyz))
+    lines = []
+    train.train(*data, tmp_path / "model", val_tomos=[tmp_path / "v.mrc"], val_coords=[tmp_path / "v.csv"],
+                seed=0, **dict(TINY, epochs=1, log=lines.append))
+    # every particle of the validation tomogram counts (no held-out block face to leave out)
+    counted = {line.split(" of ")[1].split(";")[0]: int(line.split("only ")[1].split(" ")[0])
+               for line in lines if line.startswith("warning: validation scores only")}
+    assert counted == {name: int(np.sum(tomo.names == name)) for name in set(tomo.names)}
+    assert io.read_config(tmp_path / "model")["training"]["val_fraction"] is None
+
+
+def test_a_resumed_run_replaces_the_kept_model_only_with_a_better_epoch(data, tmp_path):
+    with pytest.raises(Interrupted):
+        train.train(*data, tmp_path, seed=5, **dict(TINY, log=_interrupt_after_epoch_1))
+    checkpoint = torch.load(tmp_path / train.CHECKPOINT_NAME, weights_only=False)
+    checkpoint["best"] = (1.0, 0.0)  # as if epoch 1 had validated perfectly
+    torch.save(checkpoint, tmp_path / train.CHECKPOINT_NAME)
+    kept = (tmp_path / "weights.pt").read_bytes()
+    train.train(*data, tmp_path, seed=5, resume=True, **TINY)
+    assert (tmp_path / "weights.pt").read_bytes() == kept

@@ -55,6 +55,12 @@ class TestEvaluateProtocol(BaseTest):
             cls.reference[name] = import_coordinates(cls, folder, cls.tomograms, label=name)
         cls.picks = {name: cls._importScoredPicks(name, perTomogram)
                      for name, perTomogram in PICKS.items()}
+        # A's reference again, clicked on tomograms binned 2x (20 Å/voxel)
+        folder = os.path.join(root, "reference", "A_binned")
+        for stem, xyz in REFERENCE["A"].items():
+            write_importer_txt(folder, stem, np.asarray(xyz, float) / 2)
+        cls.binnedReference = import_coordinates(cls, folder, cls.tomograms, label="A",
+                                                 sampling_rate=2 * VOXEL_SIZE)
 
     @classmethod
     def _importScoredPicks(cls, name, perTomogram):
@@ -129,6 +135,15 @@ class TestEvaluateProtocol(BaseTest):
         a = readCurve(curve)["A"]
         row = list(a["threshold"]).index(0.7)
         self.assertEqual((a["tp"][row], a["fp"][row], a["fn"][row]), (3, 0, 1))
+
+    def test_reference_at_another_sampling_rate_is_scaled_to_the_tomograms(self):
+        protocol = new_protocol(
+            self, EtPickerProtEvaluate,
+            {"inputPicks": [output(self.picks["A"], "coordinates")],
+             "inputReference": [output(self.binnedReference, "outputCoordinates")]},
+            tolerance=30.0)
+        self.launchProtocol(protocol)
+        self._assertCounts(protocol.result(), {"A": EXPECTED_30["A"], "all": EXPECTED_30["A"]})
 
     def test_tolerance_is_converted_with_the_sampling_rate(self):
         # 40 Å = 4 voxels: the pick 3.5 voxels from A's particle on t2 now matches.

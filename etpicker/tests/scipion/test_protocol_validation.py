@@ -24,10 +24,10 @@ from scipion_helpers import (output, new_protocol, write_mrc, write_importer_txt
 SHAPE = (24, 40, 48)  # z, y, x
 
 
-def write_model_folder(folder, voxel_size=10.0, weights=True):
+def write_model_folder(folder, voxel_size=10.0, weights=True, classes=("ribosome",)):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.json"), "w") as handle:
-        json.dump({"format": 1, "classes": ["ribosome"], "diameters": [9], "widths": [4, 8, 8, 8],
+        json.dump({"format": 1, "classes": list(classes), "diameters": [9] * len(classes), "widths": [4, 8, 8, 8],
                    "voxel_size": voxel_size, "label_type": "tball", "patch": 32, "pad": 4}, handle)
     if weights:
         open(os.path.join(folder, "weights.pt"), "wb").close()
@@ -230,6 +230,27 @@ class TestEtPickerValidation(BaseTest):
         self.assertEqual(coord.getPosition(BOTTOM_LEFT_CORNER), (1.5, 2.0, 3.0))
         self.assertEqual((coord.getGroupId(), coord.getScore(), coord.getTomoId()),
                          (2, 0.9, tomo.getTsId()))
+
+    def test_each_class_of_the_core_picks_goes_to_its_own_output(self):
+        modelRun = self.newProtocol(EtPickerProtImportModel, modelDir=write_model_folder(
+            os.path.join(self.proj.getTmpPath(), "model_ab"), classes=("a", "b")))
+        self.launchProtocol(modelRun)
+        pick = self._pick(self.tomos, modelRun)
+        self.proj.saveProtocol(pick)
+        pick.makePathsAndClean()
+        tomo = convert.tomogramsList(self.tomos.Tomograms)[0]
+        path = os.path.join(self.proj.getTmpPath(), "picks_ab.csv")
+        with open(path, "w") as handle:
+            handle.write("class,x,y,z,score\nb,1,2,3,0.9\na,4,5,6,0.8\nb,7,8,9,0.7\n")
+        pick._appendPicks(tomo, path)
+        found = {}
+        for name in ("a", "b"):
+            for coord in getattr(pick, "outputCoordinates_" + name).iterItems(orderBy="id"):
+                coord.setVolume(tomo)
+                found.setdefault(name, []).append(
+                    (coord.getPosition(BOTTOM_LEFT_CORNER), coord.getGroupId(), coord.getScore()))
+        self.assertEqual(found, {"a": [((4.0, 5.0, 6.0), 1, 0.8)],
+                                 "b": [((1.0, 2.0, 3.0), 2, 0.9), ((7.0, 8.0, 9.0), 2, 0.7)]})
 
     def test_tomograms_reach_the_core_named_by_tsid(self):
         tomo = convert.tomogramsList(self.tomos.Tomograms)[0]
