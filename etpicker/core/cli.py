@@ -269,6 +269,9 @@ def _evaluate(args):
     if not truths:
         raise InputError(f"{args.gt}: no ground-truth .csv files")
     predictions = {}
+    for path in sorted(args.pred.glob("*.csv")):
+        if path.stem not in truths:
+            print(f"no ground truth {args.gt / path.name}: {path} is not scored", flush=True)
     for stem in truths:
         path = args.pred / f"{stem}.csv"
         if path.is_file():

@@ -199,6 +199,10 @@ def test_evaluate_counts_picks_where_the_truth_has_no_particles_as_false(tmp_pat
                  "--json", str(tmp_path / "scores.json")]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == "F1=0.000"
     assert json.loads((tmp_path / "scores.json").read_text())["all"]["fp"] == 1
+    # picks of a tomogram without ground truth are named, not silently dropped
+    io.write_coords(tmp_path / "pred" / "u.csv", io.Coords(["a"], [[1, 1, 1]], [1]))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 0
+    assert f"{tmp_path / 'pred' / 'u.csv'} is not scored" in capsys.readouterr().out
 
 
 def test_simulate_train_pick_evaluate_without_scipion(tmp_path):
