@@ -1,7 +1,8 @@
 """Command line of the core: `python -m etpicker.core SUBCOMMAND ...`.
 
 Exit codes: 0 success, 2 bad input or an output path that cannot be written (one line
-`etpicker: error: ...` on stderr, no traceback), 1 an unexpected failure. Progress goes to stdout, one flushed line per step.
+`etpicker: error: ...` on stderr, no traceback), 1 an unexpected failure. Progress goes to
+stdout, one flushed line per step.
 """
 
 import argparse

@@ -18,7 +18,8 @@ import torch
 from . import __version__
 from .augment import default_augmentation
 from .device import autocast, autocast_dtype, dtype_name, resolve_device
-from .io import VOXEL_SIZE_TOLERANCE, Coords, InputError, Tomogram, sorted_names, check_inside, open_tomogram, read_config, read_coords, write_config
+from .io import (VOXEL_SIZE_TOLERANCE, Coords, InputError, Tomogram, check_inside, open_tomogram, read_config,
+                 read_coords, sorted_names, write_config)
 from .labels import LABEL_TYPES, check_diameters
 from .losses import dice_ce_loss, soft_target
 from .metrics import evaluate, scores
@@ -65,8 +66,8 @@ def default_pad(patch):
 
 
 def class_order(coords_list, classes=None):
-    """`classes` when given (every annotated class must be among them), else the sorted
-    unique class names of the annotations."""
+    """`classes` when given (every annotated class must be among them), else the unique
+    class names of the annotations in `sorted_names` order."""
     found = sorted_names({str(name) for coords in coords_list for name in coords.names})
     if not classes:
         if not found:
