@@ -15,8 +15,8 @@ import numpy as np
 
 from . import __version__
 from .device import AMP_MODES, resolve_device
-from .io import (Coords, InputError, check_inside, open_tomogram, read_coords, sorted_names, write_coords,
-                 write_volume)
+from .io import (Coords, InputError, check_inside, open_tomogram, read_coords, repeated, sorted_names,
+                 write_coords, write_volume)
 from .labels import LABEL_TYPES, paint_labels
 from .metrics import evaluate, scores
 from .model import DEFAULT_WIDTHS
@@ -88,7 +88,7 @@ def _add_labels(subparsers):
     parser.add_argument("--coords", required=True, type=Path, metavar="C.csv")
     parser.add_argument("--out", required=True, type=Path, metavar="L.mrc")
     parser.add_argument("--label-type", choices=LABEL_TYPES, default="tball")
-    parser.add_argument("--diameter", type=lambda t: _number_list(t), help=_diameter_help(DEFAULT_DIAMETER))
+    parser.add_argument("--diameter", type=_number_list, help=_diameter_help(DEFAULT_DIAMETER))
     parser.add_argument("--classes", type=_name_list, metavar="A,B",
                         help="class order (default: sorted class names of the coordinates)")
     parser.set_defaults(run=_labels)
@@ -128,7 +128,7 @@ def _add_train(subparsers):
     parser.add_argument("--val-coords", nargs="+", type=Path, default=[], metavar="V.csv")
     parser.add_argument("--val-fraction", type=_finite, default=0.2)
     parser.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
-    parser.add_argument("--diameter", type=lambda t: _number_list(t), help=_diameter_help(DEFAULT_DIAMETER))
+    parser.add_argument("--diameter", type=_number_list, help=_diameter_help(DEFAULT_DIAMETER))
     parser.add_argument("--label-type", choices=LABEL_TYPES, default="tball")
     parser.add_argument("--classes", type=_name_list, metavar="A,B",
                         help="class order (default: sorted class names of the coordinates)")
@@ -205,10 +205,9 @@ def _pick(args):
         raise InputError(f"--threshold is a probability in (0, 1], got {args.threshold}")
     if args.min_distance is not None and not args.min_distance > 0:
         raise InputError(f"--min-distance must be positive (voxels), got {args.min_distance}")
-    stems = [path.stem for path in args.tomos]
-    repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
-    if repeated:  # picks are written to PRED_DIR/<stem>.csv: one would overwrite the other
-        raise InputError(f"several tomograms are named {', '.join(repeated)}; give each its own file name")
+    clashes = repeated(path.stem for path in args.tomos)
+    if clashes:  # picks are written to PRED_DIR/<stem>.csv: one would overwrite the other
+        raise InputError(f"several tomograms are named {', '.join(clashes)}; give each its own file name")
     device = resolve_device(args.device)
     model, config = load_model(args.model, device)
     if args.pad is not None and not 0 <= 2 * args.pad < config["patch"]:
@@ -254,7 +253,7 @@ def _add_evaluate(subparsers):
     parser.add_argument("--gt", required=True, type=Path, metavar="GT_DIR")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--tolerance", type=_finite, metavar="VOXELS", help="match distance for every class")
-    group.add_argument("--diameter", type=lambda t: _number_list(t), metavar="D[,D2...]",
+    group.add_argument("--diameter", type=_number_list, metavar="D[,D2...]",
                        help=f"particle diameter(s) in voxels, in sorted class order; the tolerance is a "
                             f"quarter of it (half the radius). Default when neither is given: diameter "
                             f"{DEFAULT_EVALUATE_DIAMETER}")

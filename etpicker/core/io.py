@@ -3,6 +3,7 @@
 Torch-free on purpose, so that Scipion-side code may share the CSV and config readers.
 """
 import csv
+from collections import Counter
 import json
 import math
 import mmap
@@ -102,6 +103,12 @@ def _parse_float(text, path, line, column):
     if not math.isfinite(value):
         raise InputError(f"{path}, line {line}: column '{column}' is not finite: {text!r}")
     return value
+
+
+def repeated(values):
+    """The values that occur more than once, sorted (names that would overwrite each other)."""
+    counts = Counter(values)
+    return sorted(value for value, count in counts.items() if count > 1)
 
 
 def sorted_names(names):

@@ -3,7 +3,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .io import InputError
+
 DEFAULT_WIDTHS = (24, 48, 72, 108)
+
+
+def check_widths(widths):
+    """Network widths as 4 positive ints; InputError otherwise."""
+    if len(widths) != 4 or any(not float(w) == int(w) > 0 for w in widths):
+        raise InputError(f"the network widths must be 4 positive whole numbers, got {list(widths)}")
+    return [int(w) for w in widths]
 
 
 def coordinate_channels(like):

@@ -7,7 +7,7 @@ import torch
 from .device import autocast_dtype
 from .io import VOXEL_SIZE_TOLERANCE, Coords, InputError, read_config
 from .labels import check_diameters
-from .model import ResUNet3D
+from .model import ResUNet3D, check_widths
 from .normalise import robust_stats
 from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, mp_nms
 from .tiling import segment
@@ -20,13 +20,6 @@ def build_model(config):
     """The network described by a model config (untrained)."""
     return ResUNet3D(len(config["classes"]), widths=tuple(config["widths"]),
                      coordconv=config.get("coordconv", True), pyramid=config.get("pyramid", True))
-
-
-def check_widths(widths):
-    """Network widths as 4 positive ints; InputError otherwise."""
-    if len(widths) != 4 or any(not float(w) == int(w) > 0 for w in widths):
-        raise InputError(f"the network widths must be 4 positive whole numbers, got {list(widths)}")
-    return [int(w) for w in widths]
 
 
 def check_config(config, path):

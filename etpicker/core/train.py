@@ -23,10 +23,10 @@ from .io import (VOXEL_SIZE_TOLERANCE, Coords, InputError, Tomogram, check_insid
 from .labels import LABEL_TYPES, check_diameters
 from .losses import dice_ce_loss, soft_target
 from .metrics import evaluate, scores
-from .model import DEFAULT_WIDTHS
+from .model import DEFAULT_WIDTHS, check_widths
 from .negatives import hard_negatives
 from .normalise import robust_stats
-from .pick import WEIGHTS_NAME, build_model, check_widths, load_model, pick_tomogram
+from .pick import WEIGHTS_NAME, build_model, load_model, pick_tomogram
 from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, ideal_score
 from .sampling import PatchSampler, PatchSource, patch_origin
 
@@ -512,9 +512,11 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         train_loss = _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler,
                                   scaler, device, amp_dtype, len(classes) + 1, ce_weight, deadline)
         val_loss = _validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, len(classes) + 1)
-        precision, recall, f1, min_scores = _validation_scores(model, config, val_sets, pad, batch, device, amp)
-        if not scores_particles:
+        if scores_particles:
+            precision, recall, f1, min_scores = _validation_scores(model, config, val_sets, pad, batch, device, amp)
+        else:  # nothing to pick for: no F1, default thresholds
             precision = recall = f1 = math.nan
+            min_scores = {name: DEFAULT_RELATIVE_MIN_SCORE for name in classes}
         seconds = time.monotonic() - epoch_started
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                         "val_precision": precision, "val_recall": recall, "val_f1": f1, "seconds": seconds,

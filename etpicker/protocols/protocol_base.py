@@ -7,6 +7,7 @@ from pyworkflow.protocol import params
 from tomo.protocols import ProtTomoBase
 
 from .. import Plugin, convert
+from ..core import io  # torch-free: file conventions shared with the core
 from ..constants import LABEL_TYPES, MIN_DIAMETER, VOXEL_SIZE_TOLERANCE
 
 
@@ -65,17 +66,17 @@ class EtPickerProtBase(EMProtocol, ProtTomoBase):
         label = tomograms.getObjLabel() or tomograms.getNameId()
         if any(not tsId for tsId in tsIds):
             return ["Some tomograms of %s have no tomogram id (tsId)." % label]
-        repeated = sorted({tsId for tsId in tsIds if tsIds.count(tsId) > 1})
-        if repeated:
+        shared = io.repeated(tsIds)
+        if shared:
             return ["Tomograms of %s share the tomogram id(s) %s: give each tomogram its own."
-                    % (label, ", ".join(repeated))]
+                    % (label, ", ".join(shared))]
         return []
 
     @staticmethod
     def _classNameErrors(names):
         """Classes become output and file names (convert.safeName): those must differ."""
-        safe = [convert.safeName(name) for name in names]
-        clashes = sorted({name for name, s in zip(names, safe) if safe.count(s) > 1})
+        clashing = set(io.repeated(convert.safeName(name) for name in names))
+        clashes = sorted(name for name in names if convert.safeName(name) in clashing)
         if clashes:
             return ["The class names %s differ only in characters other than letters, digits "
                     "and _: relabel the coordinate sets." % ", ".join(clashes)]

@@ -148,8 +148,9 @@ class EtPickerProtTrain(EtPickerProtBase):
     def _writeInputs(self, kind, tomoSet, coordSets, names):
         # A tomogram without annotations would teach its particles as background.
         annotated = set().union(*(coordSet.getTSIds() for coordSet in coordSets))
-        tomograms = [t for t in convert.tomogramsList(tomoSet) if t.getTsId() in annotated]
-        skipped = sorted(set(tomoSet.getUniqueValues("_tsId")) - annotated)
+        every = convert.tomogramsList(tomoSet)
+        tomograms = [t for t in every if t.getTsId() in annotated]
+        skipped = sorted(t.getTsId() for t in every if t.getTsId() not in annotated)
         if skipped:
             self.info("%s tomograms left out, no coordinates on them: %s"
                       % (kind.capitalize(), ", ".join(skipped)))
