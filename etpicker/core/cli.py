@@ -110,7 +110,7 @@ def _labels(args):
         shape = (min(slab, labels.shape[0] - z0),) + labels.shape[1:]
         labels[z0:z0 + shape[0]], _ = paint_labels(shape, zyx, class_ids, diameters, args.label_type,
                                                    origin=(z0, 0, 0))
-    write_volume(args.out, labels, tomogram.voxel_size)
+    write_volume(args.out, labels, tomogram.voxel_size or 0.0)  # 0 = unknown, as in the input
     print(f"wrote {args.out}: {len(coords)} particles, classes {','.join(classes)}", flush=True)
 
 
@@ -134,11 +134,11 @@ def _add_train(subparsers):
                         help="class order (default: sorted class names of the coordinates)")
     parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
                         help="voxel size of all the tomograms in Å, stored in the model (default: their MRC "
-                             "headers, which must agree)")
+                             "headers, which must agree and give one)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--max-minutes", type=_finite, help="wall-clock budget of the whole run (minutes): the "
                         "learning rate anneals over it and training stops when it is spent, "
-                        "mid-epoch if need be, keeping the best model")
+                        "mid-epoch if need be (that epoch is still validated), keeping the best model")
     parser.add_argument("--patch", type=int, default=72, help="training patch size, a multiple of 8")
     parser.add_argument("--pad", type=int, help="tile margin of validation picking, stored in the model for "
                                                 "picking (default patch/6, 12 for 72)")
@@ -191,6 +191,9 @@ def _add_pick(subparsers):
     parser.add_argument("--min-distance", type=_finite, help="of two picks closer than this (voxels), keep the "
                                                            "higher score (default: half the class diameter)")
     parser.add_argument("--batch", type=int, default=4, help="tiles per network call")
+    parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
+                        help="voxel size of all the tomograms in Å, checked against the model's (default: "
+                             "their MRC headers); a mismatch only warns")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     _add_amp(parser)
     parser.add_argument("--save-probability", action="store_true",
@@ -205,6 +208,8 @@ def _pick(args):
         raise InputError(f"--threshold is a probability in (0, 1], got {args.threshold}")
     if args.min_distance is not None and not args.min_distance > 0:
         raise InputError(f"--min-distance must be positive (voxels), got {args.min_distance}")
+    if args.voxel_size is not None and not args.voxel_size > 0:
+        raise InputError(f"--voxel-size must be positive (Å), got {args.voxel_size}")
     clashes = repeated(path.stem for path in args.tomos)
     if clashes:  # picks are written to PRED_DIR/<stem>.csv: one would overwrite the other
         raise InputError(f"several tomograms are named {', '.join(clashes)}; give each its own file name")
@@ -217,6 +222,8 @@ def _pick(args):
     for path in args.tomos:
         try:
             tomogram = open_tomogram(path)
+            if args.voxel_size is not None:  # the caller knows it better than the header (Scipion)
+                tomogram.voxel_size = args.voxel_size
             warning = voxel_size_warning(tomogram, config)
             if warning:
                 print(warning, flush=True)
@@ -224,7 +231,7 @@ def _pick(args):
             if args.save_probability:
                 probability_file = mrcfile.new_mmap(args.out / f"{tomogram.stem}_probability.mrc",
                                                     shape=tomogram.data.shape, mrc_mode=2, overwrite=True)
-                probability_file.voxel_size = tomogram.voxel_size
+                probability_file.voxel_size = tomogram.voxel_size or 0.0
                 probability = probability_file.data
             try:
                 coords = pick_tomogram(model, config, tomogram, pad=args.pad, threshold=args.threshold,

@@ -28,7 +28,7 @@ class Tomogram:
     path: Path
     stem: str
     data: np.ndarray  # read-only memory map, indexed [z, y, x]
-    voxel_size: float  # Å
+    voxel_size: float | None  # Å; None when the header gives none (0, as many tools write)
 
 
 @dataclass
@@ -69,7 +69,7 @@ def open_tomogram(path) -> Tomogram:
         shape = "no data" if data is None else f"shape {data.shape}"
         raise InputError(f"{path}: a tomogram must be a 3D volume, found {shape}")
     if not math.isfinite(voxel_size) or voxel_size <= 0:
-        voxel_size = 1.0
+        voxel_size = None
     return Tomogram(path=path, stem=path.stem, data=data, voxel_size=voxel_size)
 
 

@@ -70,13 +70,16 @@ def load_model(model_dir, device="cpu"):
 
 
 def voxel_size_warning(tomogram, config):
-    """A warning line when the tomogram's header voxel size is not the model's, else None.
-    Only a warning: headers are often wrong (Scipion checks its own sampling rate)."""
+    """A warning line when the tomogram's voxel size (its header's unless the caller set it)
+    is missing or not the model's, else None. Only a warning: headers are often wrong."""
     trained = float(config["voxel_size"])
+    if tomogram.voxel_size is None:
+        return (f"warning: the header of {tomogram.path} gives no voxel size; it is picked as if at the "
+                f"model's {trained:g} Å/voxel")
     if abs(tomogram.voxel_size - trained) <= VOXEL_SIZE_TOLERANCE * trained:
         return None
-    return (f"warning: {tomogram.path} is at {tomogram.voxel_size:g} Å/voxel by its header, the model at "
-            f"{trained:g}: rescale the tomogram to {trained:g} Å/voxel unless its header is wrong")
+    return (f"warning: {tomogram.path} is at {tomogram.voxel_size:g} Å/voxel, the model at {trained:g}: "
+            f"rescale the tomogram to {trained:g} Å/voxel unless its header (or --voxel-size) is wrong")
 
 
 def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score=None, min_distance=None,

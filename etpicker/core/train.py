@@ -406,6 +406,9 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     classes = class_order([c for _, c in pairs], classes)
     diameters = expand_diameters(diameters, len(classes))
     if voxel_size is None:  # else the caller knows it better than the headers (Scipion's sampling rate)
+        unknown = [t.stem for t, _ in pairs + val_pairs if t.voxel_size is None]
+        if unknown:
+            raise InputError(f"the headers of {', '.join(unknown)} give no voxel size; give --voxel-size (Å)")
         voxel_sizes = [t.voxel_size for t, _ in pairs + val_pairs]
         if max(voxel_sizes) > (1 + VOXEL_SIZE_TOLERANCE) * min(voxel_sizes):
             raise InputError(f"all tomograms must share one voxel size; found {sorted(set(voxel_sizes))} Å "

@@ -43,7 +43,7 @@ class EtPickerProtPick(EtPickerProtBase):
         form.addSection(label="Picking")
         form.addParam("threshold", params.FloatParam, default=0.5,
                       label="Segmentation threshold",
-                      help="Probability (0-1) above which a voxel belongs to a class.")
+                      help="Probability (0 < p <= 1) from which a voxel belongs to a class.")
         form.addParam("minScore", params.FloatParam, allowsNull=True,
                       label="Minimum score (optional)",
                       help="Drop picks with an MP-NMS score below this (the score grows "
@@ -84,6 +84,8 @@ class EtPickerProtPick(EtPickerProtBase):
                 "--tomos", quote(convert.tomogramPath(tomo, self._getExtraPath("tomos"))),
                 "--out", quote(self._picksDir()),
                 "--threshold %g --batch %d" % (self.threshold.get(), self.batch.get()),
+                # Scipion's sampling rate, not the header's (often 1 Å): validated against the model
+                "--voxel-size %g" % tomo.getSamplingRate(),
                 self._deviceArg()]
         if self.pad.get() is not None:
             args.append("--pad %d" % self.pad.get())
@@ -210,8 +212,8 @@ class EtPickerProtPick(EtPickerProtBase):
         errors += self._tsIdErrors(tomograms)
         if self.boxSize.get() is not None and self.boxSize.get() <= 0:
             errors.append("The box size must be positive (Å).")
-        if not 0 < self.threshold.get() < 1:
-            errors.append("The segmentation threshold is a probability between 0 and 1.")
+        if not 0 < self.threshold.get() <= 1:
+            errors.append("The segmentation threshold is a probability in (0, 1].")
         if self.minDistance.get() is not None and self.minDistance.get() <= 0:
             errors.append("The minimum distance must be positive (voxels).")
         if self.pad.get() is not None and self.pad.get() < 0:

@@ -128,6 +128,23 @@ def test_pick_continues_after_a_failing_tomogram(tomogram, tmp_path, capsys):
         assert mrc.data.shape == (24, 32, 40) and 0 <= mrc.data.min() and mrc.data.max() <= 1
 
 
+def test_pick_warns_when_a_header_voxel_size_is_not_the_models(tomogram, tmp_path, capsys):
+    model = _random_model(tmp_path / "model")  # 10 Å/voxel
+    volume = np.asarray(io.open_tomogram(tomogram[0]).data)
+    for name, voxel_size in (("same", 10.0), ("binned", 20.0), ("unknown", 0.0)):
+        io.write_volume(tmp_path / f"{name}.mrc", volume, voxel_size)
+    assert main(["pick", "--model", str(model), "--tomos", *(str(tmp_path / f"{name}.mrc")
+                 for name in ("same", "binned", "unknown")), "--out", str(tmp_path / "picks"), "--device", "cpu"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 2
+    assert "binned.mrc is at 20 Å/voxel, the model at 10: rescale" in warnings[0]
+    assert "unknown.mrc gives no voxel size; it is picked as if at the model's 10 Å/voxel" in warnings[1]
+    # Scipion states its sampling rate, which overrides the headers
+    assert main(["pick", "--model", str(model), "--tomos", str(tmp_path / "binned.mrc"), str(tmp_path / "unknown.mrc"),
+                 "--voxel-size", "10", "--out", str(tmp_path / "picks"), "--device", "cpu"]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_pick_refuses_tomograms_that_would_write_the_same_file(tomogram, tmp_path, capsys):
     # TS_01/rec.mrc and TS_02/rec.mrc: both would be picked into PRED_DIR/rec.csv
     model = _random_model(tmp_path / "model")

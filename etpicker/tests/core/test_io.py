@@ -17,9 +17,9 @@ def test_tomogram_round_trip_keeps_axes_and_voxel_size(tmp_path):
     np.testing.assert_array_equal(tomo.data, volume)
 
 
-def test_zero_voxel_size_means_one(tmp_path):
+def test_zero_voxel_size_means_unknown(tmp_path):
     write_volume(tmp_path / "t.mrc", np.zeros((2, 2, 2), np.float32), voxel_size=0)
-    assert open_tomogram(tmp_path / "t.mrc").voxel_size == 1.0
+    assert open_tomogram(tmp_path / "t.mrc").voxel_size is None
 
 
 def test_uint8_labels_stay_8_bit(tmp_path):

@@ -107,6 +107,13 @@ def test_a_given_voxel_size_overrides_headers_that_disagree(data, tmp_path):
     tomos, csvs = [tomo, tmp_path / "u.mrc"], [coords, tmp_path / "u.csv"]
     with pytest.raises(io.InputError, match="share one voxel size.*--voxel-size"):
         train.train(tomos, csvs, tmp_path / "headers", seed=0, **dict(TINY, epochs=1))
+    # and one whose header gives none (0): never silently 1 Å
+    io.write_volume(tmp_path / "z.mrc", np.asarray(io.open_tomogram(tomo).data), 0.0)
+    (tmp_path / "z.csv").write_text(coords.read_text())
+    with pytest.raises(io.InputError, match="headers of z give no voxel size; give --voxel-size"):
+        train.train([tomo, tmp_path / "z.mrc"], [coords, tmp_path / "z.csv"], tmp_path / "none", seed=0,
+                    **dict(TINY, epochs=1))
+    tomos, csvs = tomos + [tmp_path / "z.mrc"], csvs + [tmp_path / "z.csv"]
     train.train(tomos, csvs, tmp_path / "given", seed=0, voxel_size=10.0, **dict(TINY, epochs=1))
     assert io.read_config(tmp_path / "given")["voxel_size"] == 10.0
 

@@ -111,8 +111,11 @@ class TestEtPickerValidation(BaseTest):
         pick.threshold.set(1.5)
         pick.minDistance.set(0)
         errors = " ".join(pick.validate())
-        self.assertIn("between 0 and 1", errors)
+        self.assertIn("probability in (0, 1]", errors)
         self.assertIn("minimum distance must be positive (voxels)", errors)
+        pick.threshold.set(1.0)  # the core's upper end: only voxels certain not to be background
+        pick.minDistance.set(None)
+        self.assertFalse([e for e in pick.validate() if "threshold" in e])
 
     def test_class_names_that_would_share_an_output_name_are_refused(self):
         folder = os.path.join(self.proj.getTmpPath(), "ribosome")

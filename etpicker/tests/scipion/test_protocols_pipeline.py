@@ -180,6 +180,13 @@ class TestEtPickerPipeline(BaseTest):
                   % (name, len(xyz), len(self.truth[TEST_STEM][name]), f1))
             self.assertGreaterEqual(f1, 0.8)
 
+    def test_picking_trusts_the_sampling_rate_not_the_headers(self):
+        # the headers say 1 Å/voxel: no "rescale the tomogram" warning may scare the user
+        with open(self.pick.getStdoutLog()) as handle:
+            log = handle.read()
+        self.assertIn("picked %s" % TEST_STEM, log)
+        self.assertNotIn("Å/voxel", log)
+
     def test_picked_sets_are_named_after_their_class_downstream(self):
         # e.g. picks fed back into train to fine-tune keep their class, not the run's label
         picked = Pointer(self.pick, extended="outputCoordinates_particle")
