@@ -180,6 +180,52 @@ def report_sources(pred_dir, test, classes, sizes, log):
             or "no picks"))
 
 
+def tile_distance(xyz, shape, patch, pad):
+    """Per point, its Chebyshev distance (voxels) from the centre of the tile whose kept
+    region holds it, with the tiling that `pick` uses."""
+    from etpicker.core.tiling import tile_origins
+    zyx = np.floor(np.asarray(xyz, dtype=float)[:, ::-1] + 0.5).astype(int)
+    distance = np.zeros(len(zyx))
+    for tile in tile_origins(shape, patch, pad):
+        inside = np.all((zyx >= tile.keep_start) & (zyx < tile.keep_stop), axis=1)
+        distance[inside] = np.abs(zyx[inside] - np.asarray(tile.origin) - (patch - 1) / 2).max(axis=1)
+    return distance
+
+
+def report_tile_positions(pred_dir, test, model_dir, tolerances, log, bins=3):
+    """Logs true and false picks and misses by how far from their tile's centre they lie. A
+    network that learnt where targets sit in a training patch (it sees positions through
+    CoordConv) picks falsely at tile centres and misses at tile edges. Picks are matched to
+    the truth greedily, highest score first, within the class's tolerance."""
+    config = io.read_config(model_dir)
+    patch, pad = config["patch"], config["pad"]
+    found = {"tp": [], "fp": [], "fn": []}
+    for mrc, csv_path in test:
+        shape = io.open_tomogram(mrc).data.shape
+        picks, truth = io.read_coords(pred_dir / f"{mrc.stem}.csv"), io.read_coords(csv_path)
+        taken = np.zeros(len(truth), bool)
+        hit = np.zeros(len(picks), bool)
+        for index in np.argsort(-picks.score):
+            free = np.flatnonzero((truth.names == picks.names[index]) & ~taken)
+            if len(free):
+                distance = np.linalg.norm(truth.xyz[free] - picks.xyz[index], axis=1)
+                if distance.min() <= tolerances[picks.names[index]]:
+                    taken[free[distance.argmin()]] = hit[index] = True
+        where = tile_distance(picks.xyz, shape, patch, pad)
+        found["tp"].append(where[hit])
+        found["fp"].append(where[~hit])
+        found["fn"].append(tile_distance(truth.xyz[~taken], shape, patch, pad))
+    found = {kind: np.concatenate(values) for kind, values in found.items()}
+    half_width = (patch - 2 * pad) / 2
+    edges = np.linspace(0, half_width, bins + 1)
+    edges[-1] = np.inf  # tiles at the volume's faces are shifted inwards: their kept voxels lie further out
+    log(f"  picks by distance from their tile's centre (voxels; kept half-width {half_width:g}):")
+    for low, high in zip(edges[:-1], edges[1:]):
+        tp, fp, fn = (int(np.sum((values >= low) & (values < high))) for values in found.values())
+        log(f"    {low:4.1f} to {high:4.1f}: {tp} true, {fp} false, {fn} missed; precision "
+            f"{tp / max(tp + fp, 1):.2f}, recall {tp / max(tp + fn, 1):.2f}")
+
+
 def summarise(result, classes):
     per_class = [result["classes"].get(name, {}).get("f1", 0.0) for name in classes]
     return per_class, float(np.mean(per_class)), result["all"]["f1"]
@@ -255,6 +301,7 @@ def main(argv=None):
         pick_seconds = time.time() - pick_started
         result = evaluate(run_dir / "pred", gt_dir, diameters, run_dir / "etpicker.json", log)
         report_sources(run_dir / "pred", test, classes, sizes, log)
+        report_tile_positions(run_dir / "pred", test, model_dir, tolerances, log)
         rows.append((snr, f"etpicker ({train_minutes:.1f} min train, {pick_seconds:.0f} s pick)",
                      *summarise(result, classes)))
 

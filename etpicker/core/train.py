@@ -437,7 +437,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
 
     sources, val_sources, val_sets = _prepare_data(pairs, val_pairs, classes, val_fraction, patch,
                                                    max(diameters) / 4, diameters, hard_negative_fraction > 0)
-    sampler = PatchSampler(sources, diameters, label_type, patch, BACKGROUND_FRACTION, hard_negative_fraction)
+    sampler = PatchSampler(sources, diameters, label_type, patch, BACKGROUND_FRACTION, hard_negative_fraction,
+                           max_offset=patch // 2 - pad)
     if sampler.n_patches == 0:
         raise InputError("no particle is left for training")
     val_sampler = PatchSampler(val_sources, diameters, label_type, patch, 0.0)

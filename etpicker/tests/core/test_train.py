@@ -325,3 +325,28 @@ def test_a_resumed_run_replaces_the_kept_model_only_with_a_better_epoch(data, tm
     kept = (tmp_path / "weights.pt").read_bytes()
     train.train(*data, tmp_path, seed=5, resume=True, **TINY)
     assert (tmp_path / "weights.pt").read_bytes() == kept
+
+
+def test_particles_are_spread_over_the_whole_region_that_picking_keeps(data, tmp_path, monkeypatch):
+    # Picking keeps each tile's central patch - 2 pad voxels; a particle must appear anywhere
+    # there in training, or the network (which sees positions) learns that targets sit mid-patch.
+    from etpicker.core.sampling import PatchSampler, PatchSource
+    samplers = []
+
+    class Recording(PatchSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            samplers.append(self)
+
+    monkeypatch.setattr(train, "PatchSampler", Recording)
+    train.train(*data, tmp_path, seed=0, **dict(TINY, epochs=1, pad=2))
+    reach = 16 // 2 - 2
+    assert samplers[0].max_offset == reach
+    volume = np.zeros((64, 64, 64), np.float32)
+    centre = np.array([[32.0, 32, 32]])
+    source = PatchSource(volume, 0.0, 1.0, centre, np.array([1]), np.array([True]), volume.shape)
+    sampler = PatchSampler([source], [5], "tball", 16, background_fraction=0.0, max_offset=reach)
+    rng = np.random.default_rng(0)
+    where = np.array([32 - sampler.epoch_plan(rng)[0][1] - 16 // 2 for _ in range(400)])
+    # on every axis both ends are reached, and never passed
+    assert np.all(where.min(axis=0) == -reach) and np.all(where.max(axis=0) == reach)
