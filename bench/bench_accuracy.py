@@ -33,6 +33,7 @@ import realistic  # noqa: E402  (same folder)
 from etpicker.core import io, metrics  # noqa: E402
 from etpicker.core.negatives import difference_of_gaussians  # noqa: E402
 from etpicker.core.normalise import robust_stats  # noqa: E402
+from etpicker.core.tiling import tile_origins  # noqa: E402
 
 
 def core(*args, log):
@@ -183,7 +184,6 @@ def report_sources(pred_dir, test, classes, sizes, log):
 def tile_distance(xyz, shape, patch, pad):
     """Per point, its Chebyshev distance (voxels) from the centre of the tile whose kept
     region holds it, with the tiling that `pick` uses."""
-    from etpicker.core.tiling import tile_origins
     zyx = np.floor(np.asarray(xyz, dtype=float)[:, ::-1] + 0.5).astype(int)
     distance = np.zeros(len(zyx))
     for tile in tile_origins(shape, patch, pad):
