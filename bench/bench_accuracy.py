@@ -195,22 +195,19 @@ def tile_distance(xyz, shape, patch, pad):
 def report_tile_positions(pred_dir, test, model_dir, tolerances, log, bins=3):
     """Logs true and false picks and misses by how far from their tile's centre they lie. A
     network that learnt where targets sit in a training patch (it sees positions through
-    CoordConv) picks falsely at tile centres and misses at tile edges. Picks are matched to
-    the truth greedily, highest score first, within the class's tolerance."""
+    CoordConv) picks falsely at tile centres and misses at tile edges. Picks are matched
+    per class as `evaluate` matches them."""
     config = io.read_config(model_dir)
     patch, pad = config["patch"], config["pad"]
     found = {"tp": [], "fp": [], "fn": []}
     for mrc, csv_path in test:
         shape = io.open_tomogram(mrc).data.shape
         picks, truth = io.read_coords(pred_dir / f"{mrc.stem}.csv"), io.read_coords(csv_path)
-        taken = np.zeros(len(truth), bool)
-        hit = np.zeros(len(picks), bool)
-        for index in np.argsort(-picks.score):
-            free = np.flatnonzero((truth.names == picks.names[index]) & ~taken)
-            if len(free):
-                distance = np.linalg.norm(truth.xyz[free] - picks.xyz[index], axis=1)
-                if distance.min() <= tolerances[picks.names[index]]:
-                    taken[free[distance.argmin()]] = hit[index] = True
+        hit, taken = np.zeros(len(picks), bool), np.zeros(len(truth), bool)
+        for name in set(truth.names) | set(picks.names):
+            in_picks, in_truth = picks.names == name, truth.names == name
+            hit[in_picks], taken[in_truth] = metrics.matched(picks.xyz[in_picks], truth.xyz[in_truth],
+                                                             tolerances.get(name, 0.0))
         where = tile_distance(picks.xyz, shape, patch, pad)
         found["tp"].append(where[hit])
         found["fp"].append(where[~hit])

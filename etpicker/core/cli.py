@@ -110,7 +110,7 @@ def _labels(args):
         shape = (min(slab, labels.shape[0] - z0),) + labels.shape[1:]
         labels[z0:z0 + shape[0]], _ = paint_labels(shape, zyx, class_ids, diameters, args.label_type,
                                                    origin=(z0, 0, 0))
-    write_volume(args.out, labels, tomogram.voxel_size or 0.0)  # 0 = unknown, as in the input
+    write_volume(args.out, labels, tomogram.voxel_size)
     print(f"wrote {args.out}: {len(coords)} particles, classes {','.join(classes)}", flush=True)
 
 

@@ -84,7 +84,8 @@ def release_pages(array):
 
 def write_volume(path, array, voxel_size=1.0):
     """Write a 3D array as MRC. float64 is stored as float32 (MRC has no float64); uint8
-    labels are stored as mode 0 (8-bit) when they fit, as mrcfile would widen them to 16 bits."""
+    labels are stored as mode 0 (8-bit) when they fit, as mrcfile would widen them to 16 bits.
+    A voxel size of None (unknown) is written as 0, as headers say it."""
     array = np.asarray(array)
     if array.dtype == np.float64:
         array = array.astype(np.float32)
@@ -92,7 +93,7 @@ def write_volume(path, array, voxel_size=1.0):
         array = array.view(np.int8)
     with mrcfile.new(path, overwrite=True) as mrc:
         mrc.set_data(array)
-        mrc.voxel_size = float(voxel_size)
+        mrc.voxel_size = float(voxel_size or 0.0)
 
 
 def _parse_float(text, path, line, column):

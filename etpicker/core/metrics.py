@@ -15,23 +15,27 @@ from scipy.spatial import cKDTree
 from .io import Coords, InputError
 
 
-def _matched_pairs(pred_xyz, gt_xyz, tolerance):
-    """Number of pairs in a maximum one-to-one matching (closest pairs preferred among maxima)."""
+def matched(pred_xyz, gt_xyz, tolerance):
+    """(pred_hit, gt_hit): boolean masks of the predictions and true particles paired by a
+    maximum one-to-one matching (closest pairs preferred among maxima); tolerance is a float
+    or one per true particle."""
+    pred_xyz = np.asarray(pred_xyz, dtype=np.float64).reshape(-1, 3)
+    gt_xyz = np.asarray(gt_xyz, dtype=np.float64).reshape(-1, 3)
+    pred_hit, gt_hit = np.zeros(len(pred_xyz), bool), np.zeros(len(gt_xyz), bool)
     if len(pred_xyz) == 0 or len(gt_xyz) == 0:
-        return 0
+        return pred_hit, gt_hit
     tolerance = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), (len(gt_xyz),))
     distances = cKDTree(gt_xyz).sparse_distance_matrix(cKDTree(pred_xyz), float(tolerance.max()),
                                                        output_type="coo_matrix")
     allowed = distances.data <= tolerance[distances.row]
     gt_index, pred_index, distance = distances.row[allowed], distances.col[allowed], distances.data[allowed]
     if len(gt_index) == 0:
-        return 0
+        return pred_hit, gt_hit
     # Matching only interacts within connected groups of nearby points: solve each alone.
     n_gt = len(gt_xyz)
     graph = coo_matrix((np.ones(len(gt_index)), (gt_index, pred_index + n_gt)),
                        shape=(n_gt + len(pred_xyz),) * 2)
     _, component = connected_components(graph, directed=False)
-    matched = 0
     for label in np.unique(component[gt_index]):
         in_group = component[gt_index] == label
         rows, row_index = np.unique(gt_index[in_group], return_inverse=True)
@@ -42,16 +46,17 @@ def _matched_pairs(pred_xyz, gt_xyz, tolerance):
         cost = np.full((len(rows), len(cols)), forbidden)
         cost[row_index, col_index] = distance[in_group]
         r, c = linear_sum_assignment(cost)
-        matched += int(np.sum(cost[r, c] < forbidden))
-    return matched
+        paired = cost[r, c] < forbidden
+        gt_hit[rows[r[paired]]] = True
+        pred_hit[cols[c[paired]]] = True
+    return pred_hit, gt_hit
 
 
 def match(pred_xyz, gt_xyz, tolerance):
     """(tp, fp, fn) of a maximum one-to-one matching; tolerance is a float or one per true particle."""
-    pred_xyz = np.asarray(pred_xyz, dtype=np.float64).reshape(-1, 3)
-    gt_xyz = np.asarray(gt_xyz, dtype=np.float64).reshape(-1, 3)
-    tp = _matched_pairs(pred_xyz, gt_xyz, tolerance)
-    return tp, len(pred_xyz) - tp, len(gt_xyz) - tp
+    pred_hit, gt_hit = matched(pred_xyz, gt_xyz, tolerance)
+    tp = int(pred_hit.sum())
+    return tp, len(pred_hit) - tp, len(gt_hit) - tp
 
 
 def scores(tp, fp, fn):
