@@ -91,13 +91,18 @@ def _add_labels(subparsers):
     parser.add_argument("--diameter", type=_number_list, help=_diameter_help(DEFAULT_DIAMETER))
     parser.add_argument("--classes", type=_name_list, metavar="A,B",
                         help="class order (default: sorted class names of the coordinates)")
+    parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
+                        help="voxel size of the tomogram in Å, written to the labels' header (default: the "
+                             "tomogram's MRC header)")
     parser.set_defaults(run=_labels)
 
 
 def _labels(args):
     if args.out.resolve() == args.tomo.resolve():
         raise InputError(f"--out {args.out} is the tomogram itself; write the labels to another file")
-    tomogram = open_tomogram(args.tomo)
+    if args.voxel_size is not None and not args.voxel_size > 0:
+        raise InputError(f"--voxel-size must be positive (Å), got {args.voxel_size}")
+    tomogram = open_tomogram(args.tomo, args.voxel_size)
     coords = read_coords(args.coords)
     check_inside(coords.xyz, tomogram.data.shape, args.coords)
     classes = class_order([coords], args.classes)
@@ -221,9 +226,7 @@ def _pick(args):
     failures = []
     for path in args.tomos:
         try:
-            tomogram = open_tomogram(path)
-            if args.voxel_size is not None:  # the caller knows it better than the header (Scipion)
-                tomogram.voxel_size = args.voxel_size
+            tomogram = open_tomogram(path, args.voxel_size)  # the caller may know it better (Scipion)
             warning = voxel_size_warning(tomogram, config)
             if warning:
                 print(warning, flush=True)

@@ -54,12 +54,14 @@ class Coords:
         return Coords(self.names[mask], self.xyz[mask], score)
 
 
-def open_tomogram(path) -> Tomogram:
+def open_tomogram(path, voxel_size=None) -> Tomogram:
+    """A tomogram through a memory map. `voxel_size` (Å), when the caller knows it better than
+    the header (Scipion's sampling rate), replaces the header's sizes unchecked."""
     path = Path(path)
     try:
         with mrcfile.mmap(path, mode="r", permissive=False) as mrc:
             data = mrc.data
-            voxel_size = float(mrc.voxel_size.x)
+            sizes = [float(mrc.voxel_size[axis]) for axis in "xyz"]
     except FileNotFoundError:
         raise InputError(f"{path}: no such tomogram file") from None
     except (ValueError, OSError) as error:
@@ -68,9 +70,23 @@ def open_tomogram(path) -> Tomogram:
     if data is None or data.ndim != 3:
         shape = "no data" if data is None else f"shape {data.shape}"
         raise InputError(f"{path}: a tomogram must be a 3D volume, found {shape}")
-    if not math.isfinite(voxel_size) or voxel_size <= 0:
-        voxel_size = None
+    if voxel_size is None:
+        voxel_size = _cubic_voxel_size(path, sizes)
     return Tomogram(path=path, stem=path.stem, data=data, voxel_size=voxel_size)
+
+
+def _cubic_voxel_size(path, sizes):
+    """The one voxel size of a header's x, y, z sizes (Å), None when it gives none. Axes
+    given as 0 are ignored; different sizes are an error, because labels, tiles and
+    distances are all measured in voxels as if they were cubes."""
+    known = [size for size in sizes if math.isfinite(size) and size > 0]
+    if not known:
+        return None
+    if max(known) > min(known) * (1 + VOXEL_SIZE_TOLERANCE):
+        x, y, z = (f"{size:g}" for size in sizes)
+        raise InputError(f"{path}: voxels are not cubic ({x} x {y} x {z} Å in x, y, z); "
+                         "resample the tomogram to the same voxel size on every axis")
+    return known[0]
 
 
 def release_pages(array):

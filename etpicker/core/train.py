@@ -94,8 +94,9 @@ def expand_diameters(diameters, n_classes, default=DEFAULT_DIAMETER):
     return check_diameters(diameters)
 
 
-def pair_by_stem(tomo_paths, coord_paths, what="--coords"):
-    """(Tomogram, Coords) per tomogram, its coordinates being the file with the same stem."""
+def pair_by_stem(tomo_paths, coord_paths, what="--coords", voxel_size=None):
+    """(Tomogram, Coords) per tomogram, its coordinates being the file with the same stem;
+    `voxel_size` (Å), when given, replaces the headers'."""
     by_stem = {}
     for path in coord_paths:
         if Path(path).stem in by_stem:
@@ -103,7 +104,7 @@ def pair_by_stem(tomo_paths, coord_paths, what="--coords"):
         by_stem[Path(path).stem] = path
     pairs, seen = [], set()
     for path in tomo_paths:
-        tomogram = open_tomogram(path)
+        tomogram = open_tomogram(path, voxel_size)
         if tomogram.stem in seen:
             raise InputError(f"two tomograms are named {tomogram.stem} ({path} is the second)")
         seen.add(tomogram.stem)
@@ -401,8 +402,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
     widths = check_widths(widths)
     device = resolve_device(device)
 
-    pairs = pair_by_stem(tomos, coords)
-    val_pairs = pair_by_stem(val_tomos, val_coords, "--val-coords") if val_tomos else []
+    pairs = pair_by_stem(tomos, coords, voxel_size=voxel_size)
+    val_pairs = pair_by_stem(val_tomos, val_coords, "--val-coords", voxel_size) if val_tomos else []
     classes = class_order([c for _, c in pairs], classes)
     diameters = expand_diameters(diameters, len(classes))
     if voxel_size is None:  # else the caller knows it better than the headers (Scipion's sampling rate)

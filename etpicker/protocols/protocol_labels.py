@@ -52,6 +52,7 @@ class EtPickerProtLabels(EtPickerProtBase):
                           "--out", quote(self._labelFile(tsId)),
                           "--label-type", LABEL_TYPES[self.labelType.get()],
                           "--classes", quote(",".join(names)),
+                          "--voxel-size %g" % samplingRate,
                           diameterArgs(self.diameters.get(), samplingRate))
 
     def createOutputStep(self):

@@ -55,8 +55,10 @@ class EtPickerProtocolViewer(ProtocolViewer):
         return self._tomogramIds()[self.tomogram.get()]
 
     @staticmethod
-    def _openTomogram(path):
-        return io.open_tomogram(path)
+    def _readVolume(path, samplingRate):
+        """A volume's memory-mapped voxels. Scipion's sampling rate stands for the header's
+        voxel size, as in the protocols, so odd headers do not stop a display."""
+        return io.open_tomogram(path, voxel_size=samplingRate).data
 
     def _visualize(self, obj, **kwargs):
         self.setProtocol(obj)

@@ -33,14 +33,14 @@ class EtPickerLabelsViewer(EtPickerProtocolViewer):
             return [self.errorMessage("The run has no label volumes yet.", "No labels")]
         tsId = self._chosenTsId()
         mask = self._masks()[tsId]
-        tomogram = self._openTomogram(mask.getVolName())
-        labels = self._openTomogram(mask.getFileName())
-        z = middleOrChosen(self.sliceZ.get(), tomogram.data.shape[0])
-        errors = self._sliceErrors(tomogram.data, z=z)
+        tomogram = self._readVolume(mask.getVolName(), mask.getSamplingRate())
+        labels = self._readVolume(mask.getFileName(), mask.getSamplingRate())
+        z = middleOrChosen(self.sliceZ.get(), tomogram.shape[0])
+        errors = self._sliceErrors(tomogram, z=z)
         if errors:
             return errors
         plotter = newPlotter((11, 5.5), "etpicker weak labels")
-        plots.draw_labels(plotter.figure, tomogram.data, labels.data, z,
+        plots.draw_labels(plotter.figure, tomogram, labels, z,
                           convert.classNames(list(self.protocol.inputCoordinates)),
                           voxel_size=mask.getSamplingRate(),
                           title="Weak labels of %s (%s)" % (tsId, self.protocol.getRunName()))

@@ -97,7 +97,7 @@ class EtPickerPicksViewer(EtPickerProtocolViewer):
         diameters = {name: s.getBoxSize() * s.getSamplingRate() / tomo.getSamplingRate()
                      for name, s in pickedSets}
         choice = self.getEnumText("pickClass")
-        volume = self._openTomogram(tomo.getFileName()).data
+        volume = self._readVolume(tomo.getFileName(), tomo.getSamplingRate())
         z = middleOrChosen(self.sliceZ.get(), volume.shape[0])
         y = middleOrChosen(self.sliceY.get(), volume.shape[1])
         errors = self._sliceErrors(volume, z=z, y=y)

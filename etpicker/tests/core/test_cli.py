@@ -92,6 +92,18 @@ def test_labels_writes_uint8_with_the_voxel_size(tomogram, tmp_path):
     assert (labels == 1).sum() == 33 and (labels == 2).sum() == 7  # balls of radius 2 and 1
 
 
+def test_labels_takes_a_stated_voxel_size_over_a_stretched_header(tomogram, tmp_path, capsys):
+    with mrcfile.open(tomogram[0], mode="r+") as mrc:
+        mrc.voxel_size = (13.5, 13.5, 27.0)
+    out = tmp_path / "labels.mrc"
+    args = ["labels", "--tomo", str(tomogram[0]), "--coords", str(tomogram[1]), "--out", str(out)]
+    assert main(args) == 2
+    assert "voxels are not cubic (13.5 x 13.5 x 27 Å" in capsys.readouterr().err
+    assert main(args + ["--voxel-size", "13.5"]) == 0
+    with mrcfile.open(out) as mrc:
+        assert tuple(mrc.voxel_size.tolist()) == pytest.approx((13.5, 13.5, 13.5))
+
+
 def test_labels_never_overwrite_the_tomogram(tomogram, capsys):
     before = tomogram[0].read_bytes()
     assert main(["labels", "--tomo", str(tomogram[0]), "--coords", str(tomogram[1]), "--out", str(tomogram[0])]) == 2

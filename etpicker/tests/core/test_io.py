@@ -22,6 +22,27 @@ def test_zero_voxel_size_means_unknown(tmp_path):
     assert open_tomogram(tmp_path / "t.mrc").voxel_size is None
 
 
+def _write_with_voxel_sizes(path, sizes):
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((4, 5, 6), np.float32))
+        mrc.voxel_size = sizes
+
+
+def test_voxels_that_are_not_cubic_are_refused(tmp_path):
+    _write_with_voxel_sizes(tmp_path / "t.mrc", (10.0, 10.0, 20.0))
+    with pytest.raises(InputError, match=r"not cubic \(10 x 10 x 20 Å"):
+        open_tomogram(tmp_path / "t.mrc")
+    # unless the caller states the voxel size (Scipion's sampling rate), which replaces the header's
+    assert open_tomogram(tmp_path / "t.mrc", voxel_size=10.0).voxel_size == 10.0
+
+
+def test_a_header_that_gives_only_some_axes_or_rounds_them_is_cubic(tmp_path):
+    _write_with_voxel_sizes(tmp_path / "zero_z.mrc", (13.48, 13.48, 0.0))
+    _write_with_voxel_sizes(tmp_path / "rounded.mrc", (13.48, 13.48, 13.5))
+    assert open_tomogram(tmp_path / "zero_z.mrc").voxel_size == pytest.approx(13.48)
+    assert open_tomogram(tmp_path / "rounded.mrc").voxel_size == pytest.approx(13.48)
+
+
 def test_uint8_labels_stay_8_bit(tmp_path):
     labels = np.array([0, 1, 2, 3, 0, 0, 0, 1], np.uint8).reshape(2, 2, 2)
     write_volume(tmp_path / "l.mrc", labels)

@@ -1,5 +1,6 @@
 import csv
 
+import mrcfile
 import numpy as np
 import pytest
 import torch
@@ -113,7 +114,15 @@ def test_a_given_voxel_size_overrides_headers_that_disagree(data, tmp_path):
     with pytest.raises(io.InputError, match="headers of z give no voxel size; give --voxel-size"):
         train.train([tomo, tmp_path / "z.mrc"], [coords, tmp_path / "z.csv"], tmp_path / "none", seed=0,
                     **dict(TINY, epochs=1))
-    tomos, csvs = tomos + [tmp_path / "z.mrc"], csvs + [tmp_path / "z.csv"]
+    # and one whose header gives a z size of its own
+    io.write_volume(tmp_path / "w.mrc", np.asarray(io.open_tomogram(tomo).data), 10.0)
+    with mrcfile.open(tmp_path / "w.mrc", mode="r+") as mrc:
+        mrc.voxel_size = (10.0, 10.0, 20.0)
+    (tmp_path / "w.csv").write_text(coords.read_text())
+    with pytest.raises(io.InputError, match="w.mrc: voxels are not cubic"):
+        train.train([tomo, tmp_path / "w.mrc"], [coords, tmp_path / "w.csv"], tmp_path / "stretched", seed=0,
+                    **dict(TINY, epochs=1))
+    tomos, csvs = tomos + [tmp_path / "z.mrc", tmp_path / "w.mrc"], csvs + [tmp_path / "z.csv", tmp_path / "w.csv"]
     train.train(tomos, csvs, tmp_path / "given", seed=0, voxel_size=10.0, **dict(TINY, epochs=1))
     assert io.read_config(tmp_path / "given")["voxel_size"] == 10.0
 
