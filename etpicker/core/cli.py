@@ -44,6 +44,12 @@ def _finite(text):
     return value
 
 
+def _check_voxel_size(value):
+    """--voxel-size, when given, is checked before any tomogram is opened."""
+    if value is not None and not value > 0:
+        raise InputError(f"--voxel-size must be positive (Å), got {value}")
+
+
 def _number_list(text, kind=_finite):
     try:
         return [kind(part) for part in text.split(",") if part.strip()]
@@ -75,8 +81,7 @@ def _add_simulate(subparsers):
 
 
 def _simulate(args):
-    if not args.voxel_size > 0:
-        raise InputError(f"--voxel-size must be positive (Å), got {args.voxel_size}")
+    _check_voxel_size(args.voxel_size)
     write_dataset(args.out, args.n_tomos, tuple(args.shape), args.snr, args.seed, args.voxel_size)
 
 
@@ -100,8 +105,7 @@ def _add_labels(subparsers):
 def _labels(args):
     if args.out.resolve() == args.tomo.resolve():
         raise InputError(f"--out {args.out} is the tomogram itself; write the labels to another file")
-    if args.voxel_size is not None and not args.voxel_size > 0:
-        raise InputError(f"--voxel-size must be positive (Å), got {args.voxel_size}")
+    _check_voxel_size(args.voxel_size)
     tomogram = open_tomogram(args.tomo, args.voxel_size)
     coords = read_coords(args.coords)
     check_inside(coords.xyz, tomogram.data.shape, args.coords)
@@ -213,8 +217,7 @@ def _pick(args):
         raise InputError(f"--threshold is a probability in (0, 1], got {args.threshold}")
     if args.min_distance is not None and not args.min_distance > 0:
         raise InputError(f"--min-distance must be positive (voxels), got {args.min_distance}")
-    if args.voxel_size is not None and not args.voxel_size > 0:
-        raise InputError(f"--voxel-size must be positive (Å), got {args.voxel_size}")
+    _check_voxel_size(args.voxel_size)
     clashes = repeated(path.stem for path in args.tomos)
     if clashes:  # picks are written to PRED_DIR/<stem>.csv: one would overwrite the other
         raise InputError(f"several tomograms are named {', '.join(clashes)}; give each its own file name")

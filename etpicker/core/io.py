@@ -75,6 +75,11 @@ def open_tomogram(path, voxel_size=None) -> Tomogram:
     return Tomogram(path=path, stem=path.stem, data=data, voxel_size=voxel_size)
 
 
+def voxel_sizes_agree(sizes):
+    """Whether voxel sizes (Å) are one size, within VOXEL_SIZE_TOLERANCE."""
+    return max(sizes) <= min(sizes) * (1 + VOXEL_SIZE_TOLERANCE)
+
+
 def _cubic_voxel_size(path, sizes):
     """The one voxel size of a header's x, y, z sizes (Å), None when it gives none. Axes
     given as 0 are ignored; different sizes are an error, because labels, tiles and
@@ -82,7 +87,7 @@ def _cubic_voxel_size(path, sizes):
     known = [size for size in sizes if math.isfinite(size) and size > 0]
     if not known:
         return None
-    if max(known) > min(known) * (1 + VOXEL_SIZE_TOLERANCE):
+    if not voxel_sizes_agree(known):
         x, y, z = (f"{size:g}" for size in sizes)
         raise InputError(f"{path}: voxels are not cubic ({x} x {y} x {z} Å in x, y, z); "
                          "resample the tomogram to the same voxel size on every axis")

@@ -18,8 +18,8 @@ import torch
 from . import __version__
 from .augment import default_augmentation
 from .device import autocast, autocast_dtype, dtype_name, resolve_device
-from .io import (VOXEL_SIZE_TOLERANCE, Coords, InputError, Tomogram, check_inside, open_tomogram, read_config,
-                 read_coords, sorted_names, write_config)
+from .io import (Coords, InputError, Tomogram, check_inside, open_tomogram, read_config,
+                 read_coords, sorted_names, voxel_sizes_agree, write_config)
 from .labels import LABEL_TYPES, check_diameters
 from .losses import dice_ce_loss, soft_target
 from .metrics import evaluate, scores
@@ -411,7 +411,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         if unknown:
             raise InputError(f"the headers of {', '.join(unknown)} give no voxel size; give --voxel-size (Å)")
         voxel_sizes = [t.voxel_size for t, _ in pairs + val_pairs]
-        if max(voxel_sizes) > (1 + VOXEL_SIZE_TOLERANCE) * min(voxel_sizes):
+        if not voxel_sizes_agree(voxel_sizes):
             raise InputError(f"all tomograms must share one voxel size; found {sorted(set(voxel_sizes))} Å "
                              "in their headers (give --voxel-size when the headers are wrong)")
         voxel_size = voxel_sizes[0]
