@@ -36,7 +36,8 @@ from etpicker.core.model import DEFAULT_WIDTHS, ResUNet3D  # noqa: E402
 from etpicker.core.device import AMP_MODES, autocast, autocast_dtype, dtype_name, resolve_device  # noqa: E402
 from etpicker.core.pick import WEIGHTS_NAME, build_model  # noqa: E402
 from etpicker.core.postprocess import mp_nms  # noqa: E402
-from etpicker.core.tiling import segment, tile_origins  # noqa: E402
+from etpicker.core.sampling import PatchSampler, PatchSource  # noqa: E402
+from etpicker.core.tiling import segment, tile_batches, tile_origins  # noqa: E402
 from etpicker.core.train import default_pad  # noqa: E402
 
 SECTIONS = ("inference", "nms", "train", "memory")
@@ -173,6 +174,14 @@ def bench_inference(args, device, out):
             f"{args.max_seconds:.0f} s budget)")
     else:
         log(f"  {shape}: {seconds:.1f} s for {total_tiles} tiles")
+    tiles = tile_origins(measured_shape, patch, pad)
+    started = time.perf_counter()
+    for _ in tile_batches(volume, tiles, patch, batch, 0.0, 1.0):
+        pass
+    reading = time.perf_counter() - started
+    log(f"  reading and standardising the tiles alone: {1000 * reading / -(-len(tiles) // batch):.1f} ms per "
+        f"batch, {reading / seconds:.1%} of segment()'s time; a background thread does it while "
+        f"the network runs (core.prefetch), which hides up to that share")
     overlap = total_tiles * patch ** 3 / np.prod(shape)
     log(f"  tiling overhead: each voxel goes through the network {overlap:.1f}× "
         f"(pad {pad}); the reference's picking pad {REFERENCE_PICK_PAD} would need "
@@ -212,7 +221,7 @@ def bench_nms(args, device, out):
     path.unlink()
 
 
-def bench_train(args, device):
+def bench_train(args, device, out):
     batch, patch = (2, 32) if args.quick else (8, 72)
     model = ResUNet3D(N_CLASSES).to(device).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
@@ -246,8 +255,32 @@ def bench_train(args, device):
         times.append(time.perf_counter() - started)
     log(f"  {np.mean(times):.2f} s per step (mean of {args.steps}, min {min(times):.2f} s); "
         f"{batch * patch ** 3 / np.mean(times):,.0f} training voxels/s")
+    reading = patch_reading_seconds(out, batch, patch, args.steps)
+    log(f"  reading a batch of patches from a memory-mapped tomogram and painting their labels: "
+        f"{1000 * reading:.1f} ms, {reading / np.mean(times):.1%} of a step; a background thread "
+        f"does it while the step runs (core.prefetch), which hides up to that share")
     if device.type == "cuda":
         log(f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / GB:.2f} GB")
+
+
+def patch_reading_seconds(out, batch, patch, n_batches):
+    """Seconds per batch that training's PatchSampler takes to read particle-centred
+    patches from an MRC memory map (in the page cache) and paint their labels."""
+    shape = (max(128, 2 * patch),) + (256,) * 2
+    path = out / "train_volume.mrc"
+    write_big_tomogram(path, shape, np.random.default_rng(4))
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(0, shape, size=(300, 3))
+    classes = rng.integers(1, N_CLASSES + 1, size=len(centres))
+    with mrcfile.mmap(path, mode="r") as mrc:
+        source = PatchSource(mrc.data, 0.0, 1.0, centres, classes, np.ones(len(centres), bool), shape)
+        sampler = PatchSampler([source], LABEL_DIAMETERS, "tball", patch)
+        plan = sampler.epoch_plan(rng)[:batch * n_batches]
+        started = time.perf_counter()
+        count = sum(1 for _ in sampler.batches(plan, batch))
+        seconds = (time.perf_counter() - started) / count
+    path.unlink()
+    return seconds
 
 
 def write_big_tomogram(path, shape, rng):
@@ -347,7 +380,7 @@ def main(argv=None):
     if "nms" in args.only:
         bench_nms(args, device, args.out)
     if "train" in args.only:
-        bench_train(args, device)
+        bench_train(args, device, args.out)
     if "memory" in args.only:
         bench_memory(args, device, args.out, seconds_per_tile)
     return 0

@@ -7,6 +7,7 @@ import torch
 
 from .device import autocast
 from .io import InputError, release_pages
+from .prefetch import prefetch
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,25 @@ def read_tile(volume, origin, patch):
     return region[np.ix_(*(i - l for i, l in zip(indices, lo)))]
 
 
+def tile_batches(volume, tiles, patch, batch, centre, scale):
+    """(tiles, standardised float32 inputs batch x patch³) per batch of `tiles`."""
+    for first in range(0, len(tiles), batch):
+        chunk = tiles[first:first + batch]
+        inputs = np.stack([read_tile(volume, tile.origin, patch) for tile in chunk])
+        if not np.isfinite(inputs).all():
+            raise InputError("the tomogram contains NaN or infinite values")
+        yield chunk, (inputs - centre) / scale
+
+
 def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", threshold=0.5,
             probability_out=None, amp_dtype=None):
     """Segment `volume` (a [z, y, x] array or memory map) into a uint8 class map.
 
     A voxel is foreground when 1 - p_background >= threshold, and then gets the most
     probable foreground class: thresholding each class alone loses voxels whose
-    probability is shared between similar classes early in training. Tiles are read lazily and only one batch of them is in
-    memory at a time. `probability_out`, when given (an array of the volume's shape, e.g. a
+    probability is shared between similar classes early in training. Tiles are read lazily, on
+    a background thread while the network runs, and only a few batches of them are in memory
+    at a time. `probability_out`, when given (an array of the volume's shape, e.g. a
     writable memory map), receives the foreground probability 1 - p_background (float32).
     The network runs in `amp_dtype` (device.autocast_dtype; None: float32). The model is
     left in eval mode."""
@@ -81,12 +93,8 @@ def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", thr
     class_map = np.zeros(volume.shape, dtype=np.uint8)
     tiles = tile_origins(volume.shape, patch, pad)
     model.eval()
-    for first in range(0, len(tiles), batch):
-        chunk = tiles[first:first + batch]
-        inputs = np.stack([read_tile(volume, tile.origin, patch) for tile in chunk])
-        if not np.isfinite(inputs).all():
-            raise InputError("the tomogram contains NaN or infinite values")
-        inputs = torch.from_numpy((inputs - centre) / scale).unsqueeze(1).to(device)
+    for chunk, inputs in prefetch(tile_batches(volume, tiles, patch, batch, centre, scale)):
+        inputs = torch.from_numpy(inputs).unsqueeze(1).to(device)
         with torch.no_grad(), autocast(device, amp_dtype):
             logits = model(inputs)
         with torch.no_grad():

@@ -9,6 +9,7 @@ import csv
 import math
 import os
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .negatives import hard_negatives
 from .normalise import robust_stats
 from .pick import WEIGHTS_NAME, build_model, load_model, pick_tomogram
 from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, ideal_score
+from .prefetch import prefetch
 from .sampling import PatchSampler, PatchSource, patch_origin
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -228,29 +230,30 @@ def _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer
     single epoch can outlast the whole time budget."""
     model.train()
     total, count, diverged = 0.0, 0, 0
-    for image, label in sampler.batches(plan, batch):
-        if deadline is not None and count and time.monotonic() > deadline:
-            break
-        image, label = augmentation(image.to(device), label.to(device), generator)
-        target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
-        with autocast(device, amp_dtype):
-            logits = model(image)
-        loss = dice_ce_loss(logits, target, ce_weight)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        value = loss.item()
-        # A lone non-finite step can happen in float16 (the scaler skips it); a run of them
-        # means the weights are lost.
-        diverged = 0 if math.isfinite(value) else diverged + 1
-        if diverged >= DIVERGED_STEPS:
-            raise InputError(f"the training loss was NaN or infinite for {DIVERGED_STEPS} steps in a row: "
-                             "the run diverged; lower --lr")
-        if diverged == 0:
-            total += value * len(image)
-            count += len(image)
+    with closing(prefetch(sampler.batches(plan, batch))) as batches:
+        for image, label in batches:
+            if deadline is not None and count and time.monotonic() > deadline:
+                break
+            image, label = augmentation(image.to(device), label.to(device), generator)
+            target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
+            with autocast(device, amp_dtype):
+                logits = model(image)
+            loss = dice_ce_loss(logits, target, ce_weight)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            value = loss.item()
+            # A lone non-finite step can happen in float16 (the scaler skips it); a run of them
+            # means the weights are lost.
+            diverged = 0 if math.isfinite(value) else diverged + 1
+            if diverged >= DIVERGED_STEPS:
+                raise InputError(f"the training loss was NaN or infinite for {DIVERGED_STEPS} steps in a row: "
+                                 "the run diverged; lower --lr")
+            if diverged == 0:
+                total += value * len(image)
+                count += len(image)
     return total / max(count, 1)
 
 
@@ -258,7 +261,7 @@ def _validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels)
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for image, label in sampler.batches(plan, batch):
+        for image, label in prefetch(sampler.batches(plan, batch)):
             image, label = image.to(device), label.to(device)
             with autocast(device, amp_dtype):
                 logits = model(image)
