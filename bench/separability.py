@@ -25,8 +25,8 @@ import mrcfile
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import realistic  # noqa: E402  (bench/ is on the path when run as a script)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project: realistic imports etpicker.core
+import realistic  # noqa: E402  (same folder)
 
 SHIFTS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
 
