@@ -15,8 +15,8 @@ import numpy as np
 
 from . import __version__
 from .device import AMP_MODES, resolve_device
-from .io import (Coords, InputError, check_inside, open_tomogram, read_coords, repeated, sorted_names,
-                 write_coords, write_volume)
+from .io import (Coords, InputError, check_inside, check_voxel_size, open_tomogram, read_coords, repeated,
+                 sorted_names, write_coords, write_volume)
 from .labels import LABEL_TYPES, paint_labels
 from .metrics import evaluate, scores
 from .model import DEFAULT_WIDTHS
@@ -42,12 +42,6 @@ def _finite(text):
     if not np.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
     return value
-
-
-def _check_voxel_size(value):
-    """--voxel-size, when given, is checked before any tomogram is opened."""
-    if value is not None and not value > 0:
-        raise InputError(f"--voxel-size must be positive (Å), got {value}")
 
 
 def _number_list(text, kind=_finite):
@@ -81,7 +75,7 @@ def _add_simulate(subparsers):
 
 
 def _simulate(args):
-    _check_voxel_size(args.voxel_size)
+    check_voxel_size(args.voxel_size)
     write_dataset(args.out, args.n_tomos, tuple(args.shape), args.snr, args.seed, args.voxel_size)
 
 
@@ -105,7 +99,7 @@ def _add_labels(subparsers):
 def _labels(args):
     if args.out.resolve() == args.tomo.resolve():
         raise InputError(f"--out {args.out} is the tomogram itself; write the labels to another file")
-    _check_voxel_size(args.voxel_size)
+    check_voxel_size(args.voxel_size)
     tomogram = open_tomogram(args.tomo, args.voxel_size)
     coords = read_coords(args.coords)
     check_inside(coords.xyz, tomogram.data.shape, args.coords)
@@ -217,7 +211,7 @@ def _pick(args):
         raise InputError(f"--threshold is a probability in (0, 1], got {args.threshold}")
     if args.min_distance is not None and not args.min_distance > 0:
         raise InputError(f"--min-distance must be positive (voxels), got {args.min_distance}")
-    _check_voxel_size(args.voxel_size)
+    check_voxel_size(args.voxel_size)
     clashes = repeated(path.stem for path in args.tomos)
     if clashes:  # picks are written to PRED_DIR/<stem>.csv: one would overwrite the other
         raise InputError(f"several tomograms are named {', '.join(clashes)}; give each its own file name")

@@ -75,6 +75,12 @@ def open_tomogram(path, voxel_size=None) -> Tomogram:
     return Tomogram(path=path, stem=path.stem, data=data, voxel_size=voxel_size)
 
 
+def check_voxel_size(value):
+    """InputError unless a stated voxel size (--voxel-size, Å) is None or positive."""
+    if value is not None and not value > 0:
+        raise InputError(f"--voxel-size must be positive (Å), got {value}")
+
+
 def voxel_sizes_agree(sizes):
     """Whether voxel sizes (Å) are one size, within VOXEL_SIZE_TOLERANCE."""
     return max(sizes) <= min(sizes) * (1 + VOXEL_SIZE_TOLERANCE)

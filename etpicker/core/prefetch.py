@@ -20,8 +20,8 @@ class _Failure:
 def prefetch(iterable, depth=2):
     """Yield the items of `iterable` in order, at most `depth` of them prepared ahead.
 
-    Stopping early (break, an exception, closing the generator) stops the thread after the
-    item it is preparing."""
+    Stopping early stops the thread after the item it is preparing: closing the generator
+    does, and so does a `for` loop that breaks or returns (it drops the generator)."""
     ready = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

@@ -9,7 +9,6 @@ import csv
 import math
 import os
 import time
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from . import __version__
 from .augment import default_augmentation
 from .device import autocast, autocast_dtype, dtype_name, resolve_device
-from .io import (Coords, InputError, Tomogram, check_inside, open_tomogram, read_config,
+from .io import (Coords, InputError, Tomogram, check_inside, check_voxel_size, open_tomogram, read_config,
                  read_coords, sorted_names, voxel_sizes_agree, write_config)
 from .labels import LABEL_TYPES, check_diameters
 from .losses import dice_ce_loss, soft_target
@@ -230,30 +229,29 @@ def _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer
     single epoch can outlast the whole time budget."""
     model.train()
     total, count, diverged = 0.0, 0, 0
-    with closing(prefetch(sampler.batches(plan, batch))) as batches:
-        for image, label in batches:
-            if deadline is not None and count and time.monotonic() > deadline:
-                break
-            image, label = augmentation(image.to(device), label.to(device), generator)
-            target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
-            with autocast(device, amp_dtype):
-                logits = model(image)
-            loss = dice_ce_loss(logits, target, ce_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            value = loss.item()
-            # A lone non-finite step can happen in float16 (the scaler skips it); a run of them
-            # means the weights are lost.
-            diverged = 0 if math.isfinite(value) else diverged + 1
-            if diverged >= DIVERGED_STEPS:
-                raise InputError(f"the training loss was NaN or infinite for {DIVERGED_STEPS} steps in a row: "
-                                 "the run diverged; lower --lr")
-            if diverged == 0:
-                total += value * len(image)
-                count += len(image)
+    for image, label in prefetch(sampler.batches(plan, batch)):
+        if deadline is not None and count and time.monotonic() > deadline:
+            break
+        image, label = augmentation(image.to(device), label.to(device), generator)
+        target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
+        with autocast(device, amp_dtype):
+            logits = model(image)
+        loss = dice_ce_loss(logits, target, ce_weight)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        value = loss.item()
+        # A lone non-finite step can happen in float16 (the scaler skips it); a run of them
+        # means the weights are lost.
+        diverged = 0 if math.isfinite(value) else diverged + 1
+        if diverged >= DIVERGED_STEPS:
+            raise InputError(f"the training loss was NaN or infinite for {DIVERGED_STEPS} steps in a row: "
+                             "the run diverged; lower --lr")
+        if diverged == 0:
+            total += value * len(image)
+            count += len(image)
     return total / max(count, 1)
 
 
@@ -398,8 +396,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         raise InputError(f"--val-fraction must lie between 0 and 1, got {val_fraction}")
     if max_minutes is not None and not max_minutes > 0:
         raise InputError(f"--max-minutes must be positive, got {max_minutes}")
-    if voxel_size is not None and not voxel_size > 0:
-        raise InputError(f"--voxel-size must be positive (Å), got {voxel_size}")
+    check_voxel_size(voxel_size)
     if bool(val_tomos) != bool(val_coords):
         raise InputError("give both --val-tomos and --val-coords, or neither")
     widths = check_widths(widths)

@@ -42,3 +42,11 @@ def test_stopping_early_ends_the_thread_and_prepares_only_a_few_items_ahead():
     items.close()
     assert not _prefetch_threads()
     assert len(prepared) <= 3 + 2 + 1  # consumed + queued + the one being put when stopped
+
+
+def test_a_loop_that_breaks_ends_the_thread():
+    # training breaks out of its batch loop at the time budget
+    for item in prefetch(iter(range(1000))):
+        if item == 5:
+            break
+    assert not _prefetch_threads()
