@@ -152,6 +152,10 @@ def _add_train(subparsers):
                         help="patches centred on blobs away from every annotation (other macromolecules), per "
                              "particle patch (default %(default)s: none; experimental, it did not help short CPU "
                              "runs). Assumes the annotations are complete")
+    parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
+                        help="do not fit the per-class shape checks after training (a logistic model on the "
+                             "radial density profile around each pick, kept for a class where it raised "
+                             "validation F1); assumes the annotations are complete")
     _add_amp(parser)
     parser.add_argument("--widths", type=lambda t: _number_list(t, int), default=list(DEFAULT_WIDTHS),
                         metavar="W1,W2,W3,W4", help="channels per network level")
@@ -169,7 +173,8 @@ def _train(args):
           classes=args.classes, epochs=args.epochs, max_minutes=args.max_minutes, patch=args.patch,
           pad=args.pad, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
           init_model=args.init_model, widths=args.widths, ce_weight=args.ce_weight,
-          hard_negative_fraction=args.hard_negatives, amp=args.amp, voxel_size=args.voxel_size)
+          hard_negative_fraction=args.hard_negatives, amp=args.amp, voxel_size=args.voxel_size,
+          shape_check=args.shape_check)
 
 
 def _add_amp(parser):
@@ -193,6 +198,8 @@ def _add_pick(subparsers):
                                                         "the best validation F1 in training)")
     parser.add_argument("--min-distance", type=_finite, help="of two picks closer than this (voxels), keep the "
                                                            "higher score (default: half the class diameter)")
+    parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
+                        help="skip the model's shape checks: keep every pick above the score threshold")
     parser.add_argument("--batch", type=int, default=4, help="tiles per network call")
     parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
                         help="voxel size of all the tomograms in Å, checked against the model's (default: "
@@ -237,7 +244,7 @@ def _pick(args):
                 coords = pick_tomogram(model, config, tomogram, pad=args.pad, threshold=args.threshold,
                                        min_score=args.min_score, min_distance=args.min_distance,
                                        batch=args.batch, device=device, probability_out=probability,
-                                       amp=args.amp)
+                                       amp=args.amp, shape_check=args.shape_check)
             finally:
                 if probability is not None:
                     probability_file.close()

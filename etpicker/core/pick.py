@@ -10,6 +10,7 @@ from .labels import check_diameters
 from .model import ResUNet3D, check_widths
 from .normalise import robust_stats
 from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, mp_nms
+from .shape_check import CANDIDATE_RELATIVE_MIN_SCORE, apply_checks, checks_from_config
 from .tiling import segment
 
 WEIGHTS_NAME = "weights.pt"
@@ -83,17 +84,23 @@ def voxel_size_warning(tomogram, config):
 
 
 def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score=None, min_distance=None,
-                  batch=4, device="cpu", probability_out=None, relative_min_score=None, amp="auto", stats=None):
+                  batch=4, device="cpu", probability_out=None, relative_min_score=None, amp="auto", stats=None,
+                  shape_check=True):
     """Coords (x, y, z in voxels, class names from the config, MP-NMS scores) of one tomogram.
 
     Without `min_score` (absolute), maxima below `relative_min_score` x a fully segmented
     ball's score are dropped: one value, or {class: value}; its default is what training
-    tuned on validation data. `stats`: the tomogram's (centre, scale) when already known."""
+    tuned on validation data. A class with a shape check in the config (and `shape_check`
+    true) is picked at the low candidate level instead and its check decides.
+    `stats`: the tomogram's (centre, scale) when already known."""
     pad = config["pad"] if pad is None else pad
+    checks = checks_from_config(config) if shape_check else {}
     if relative_min_score is None:
         relative_min_score = config.get("relative_min_score", DEFAULT_RELATIVE_MIN_SCORE)
-    if isinstance(relative_min_score, dict):
-        relative_min_score = [relative_min_score.get(name, DEFAULT_RELATIVE_MIN_SCORE) for name in config["classes"]]
+    if not isinstance(relative_min_score, dict):
+        relative_min_score = {name: relative_min_score for name in config["classes"]}
+    relative_min_score = [CANDIDATE_RELATIVE_MIN_SCORE if name in checks
+                          else relative_min_score.get(name, DEFAULT_RELATIVE_MIN_SCORE) for name in config["classes"]]
     centre, scale = stats or robust_stats(tomogram.data, name=str(tomogram.path))
     device = torch.device(device)
     class_map = segment(model, tomogram.data, centre, scale, config["patch"], pad, batch=batch, device=device,
@@ -103,4 +110,4 @@ def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score
                                    min_distance=min_distance, device=device,
                                    relative_min_score=relative_min_score)
     names = np.asarray(config["classes"], dtype=str)[class_ids - 1] if len(class_ids) else np.array([], str)
-    return Coords(names, zyx[:, ::-1].copy(), score)
+    return apply_checks(Coords(names, zyx[:, ::-1].copy(), score), tomogram.data, (centre, scale), checks)

@@ -22,7 +22,7 @@ from .io import (Coords, InputError, Tomogram, check_inside, check_voxel_size, o
                  read_coords, sorted_names, voxel_sizes_agree, write_config)
 from .labels import LABEL_TYPES, check_diameters
 from .losses import dice_ce_loss, soft_target
-from .metrics import evaluate, scores
+from .metrics import evaluate, matched, scores
 from .model import DEFAULT_WIDTHS, check_widths
 from .negatives import hard_negatives
 from .normalise import robust_stats
@@ -30,6 +30,8 @@ from .pick import WEIGHTS_NAME, build_model, load_model, pick_tomogram
 from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, ideal_score
 from .prefetch import prefetch
 from .sampling import PatchSampler, PatchSource, patch_origin
+from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, MIN_EXAMPLES, THRESHOLD_CHOICES, fit_shape_check,
+                          profile_radius, radial_profiles)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.csv"
@@ -46,7 +48,7 @@ MAX_VAL_PATCHES = 64
 # each class's best becomes the model's default for picking. Well-segmented particles
 # score above 1 (the network paints more than the weak label's ball): up to 1/ideal_score,
 # 3.2 for a 7-voxel label, where the best threshold of a small class can lie above 1.5.
-MIN_SCORE_CHOICES = np.round(np.arange(0.2, 3.001, 0.05), 2)
+MIN_SCORE_CHOICES = np.round(np.arange(CANDIDATE_RELATIVE_MIN_SCORE, 3.001, 0.05), 2)
 # Fewer validation particles of a class than this draw a warning: the kept epoch and the
 # class's score threshold are chosen on them. With 7 per class both were noisy, and
 # thresholds tuned on 35 per class picked test tomograms better (bench/README.md).
@@ -269,20 +271,84 @@ def _validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels)
     return total / count
 
 
+def _tolerances(config):
+    """Validation's matching distance per class: a quarter of its label diameter."""
+    return {name: diameter / 4 for name, diameter in zip(config["classes"], config["diameters"])}
+
+
+def _candidates(model, config, tomogram, stats, pad, batch, device, amp):
+    """Picks down to the lowest score threshold that validation tries, unchecked."""
+    return pick_tomogram(model, config, tomogram, pad=pad, batch=batch, device=device,
+                         relative_min_score=CANDIDATE_RELATIVE_MIN_SCORE, amp=amp, stats=stats, shape_check=False)
+
+
+def _relative_scores(picks, config):
+    ideal = {name: ideal_score(diameter) for name, diameter in zip(config["classes"], config["diameters"])}
+    return picks.score / np.array([ideal[name] for name in picks.names])
+
+
 def _validation_scores(model, config, val_sets, pad, batch, device, amp):
     """Class-aware precision, recall, F1 of picking the validation regions, micro-averaged,
     at each class's relative score threshold (also returned) that is best there."""
-    tolerance = {name: diameter / 4 for name, diameter in zip(config["classes"], config["diameters"])}
-    ideal = {name: ideal_score(diameter) for name, diameter in zip(config["classes"], config["diameters"])}
     picks = []
     for val in val_sets:
-        predicted = pick_tomogram(model, config, val.tomogram, pad=pad, batch=batch, device=device,
-                                  relative_min_score=MIN_SCORE_CHOICES[0], amp=amp, stats=val.stats)
+        predicted = _candidates(model, config, val.tomogram, val.stats, pad, batch, device, amp)
         predicted.xyz += val.offset_zyx[::-1]
         predicted = predicted.subset(val.kept(predicted.xyz))
-        relative = predicted.score / np.array([ideal[name] for name in predicted.names])
-        picks.append((predicted, relative, val.scored_truth))
-    return best_min_scores(picks, config["classes"], tolerance)
+        picks.append((predicted, _relative_scores(predicted, config), val.scored_truth))
+    return best_min_scores(picks, config["classes"], _tolerances(config))
+
+
+def fit_shape_checks(model, config, training_regions, val_sets, pad, batch, device, amp, log=print):
+    """{class: ShapeCheck} for the classes whose check raised validation F1, with its
+    probability threshold chosen there, and {class: (F1 without, F1 with the check)}.
+
+    `training_regions`: (Tomogram, its annotations, (centre, scale), limit_zyx) per training
+    tomogram; picks there within [0, limit) near an annotation of their class are the true
+    examples, the others the false ones."""
+    classes, tolerance = config["classes"], _tolerances(config)
+    radius = {name: profile_radius(diameter) for name, diameter in zip(classes, config["diameters"])}
+    examples = {name: [] for name in classes}
+    for tomogram, coords, stats, limit in training_regions:
+        picks = _candidates(model, config, tomogram, stats, pad, batch, device, amp)
+        picks = picks.subset(np.all(picks.xyz[:, ::-1] < np.asarray(limit), axis=1))
+        for name in classes:
+            mine = picks.subset(picks.names == name)
+            is_true, _ = matched(mine.xyz, coords.xyz[coords.names == name], tolerance[name])
+            examples[name].append((radial_profiles(tomogram.data, stats, mine.xyz, radius[name]), mine.score, is_true))
+    checks = {}
+    for name in classes:
+        profiles, network_scores, is_true = (np.concatenate(part) for part in zip(*examples[name]))
+        check = fit_shape_check(profiles, network_scores, is_true, radius[name])
+        if check is None:
+            log(f"shape check {name}: not fitted ({int(is_true.sum())} true and {int((~is_true).sum())} false "
+                f"training picks; it needs {MIN_EXAMPLES} of each)")
+        else:
+            checks[name] = check
+    relative, probability = [], []
+    for val in val_sets:
+        predicted = _candidates(model, config, val.tomogram, val.stats, pad, batch, device, amp)
+        chance = np.ones(len(predicted.names))
+        for name, check in checks.items():
+            mine = predicted.names == name
+            chance[mine] = check.probability(
+                radial_profiles(val.tomogram.data, val.stats, predicted.xyz[mine], check.radius), predicted.score[mine])
+        predicted.xyz += val.offset_zyx[::-1]
+        kept = val.kept(predicted.xyz)
+        predicted = predicted.subset(kept)
+        relative.append((predicted, _relative_scores(predicted, config), val.scored_truth))
+        probability.append((predicted, chance[kept], val.scored_truth))
+    kept_checks, f1s = {}, {}
+    for name, check in checks.items():
+        without = best_min_scores(relative, [name], tolerance)[2]
+        _, _, with_check, threshold = best_min_scores(probability, [name], tolerance, THRESHOLD_CHOICES)
+        f1s[name] = (without, with_check)
+        if with_check > without:
+            check.threshold = threshold[name]
+            kept_checks[name] = check
+        log(f"shape check {name}: validation F1 {without:.3f} without, {with_check:.3f} with "
+            + (f"(probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
+    return kept_checks, f1s
 
 
 def sparse_validation_classes(names, classes, minimum=MIN_VAL_PARTICLES):
@@ -375,7 +441,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
           label_type="tball", classes=None, epochs=60, max_minutes=None, patch=72, pad=None, batch=8,
           lr=1e-3, seed=0, device="auto", resume=False, init_model=None, widths=DEFAULT_WIDTHS,
           ce_weight=0.0, hard_negative_fraction=DEFAULT_HARD_NEGATIVE_FRACTION, amp="auto", voxel_size=None,
-          log=print):
+          shape_check=True, log=print):
     """Train a picking model into the folder `out`; returns a summary dict."""
     started = time.monotonic()
     out = Path(out)
@@ -430,7 +496,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         "normalisation": "robust-standardise", "version": __version__,
         "training": {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "pad": pad,
                      "val_fraction": None if val_pairs else val_fraction, "ce_weight": ce_weight,
-                     "hard_negative_fraction": hard_negative_fraction, "amp": amp,
+                     "hard_negative_fraction": hard_negative_fraction, "amp": amp, "shape_check": shape_check,
                      "tomograms": [str(t.path) for t, _ in pairs], "init_model": str(init_model or "")},
     }
     if not init_model:
@@ -505,6 +571,12 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
 
     stopped_by_budget = False
     n_particles = sum(int(s.trainable.sum()) for s in sources)
+    fits_checks = shape_check and scores_particles
+    # Seconds the shape checks will take at the end, kept out of the network's share of the
+    # budget: mostly picking every training tomogram once, estimated from validation's picking.
+    reserve = 0.0
+    val_voxels = sum(val.tomogram.data.size for val in val_sets)
+    train_voxels = sum(int(np.prod(source.limit_zyx)) for source in sources)
     if not resume:
         log(f"training on {n_particles} particles ({', '.join(classes)}) + {sampler.n_background} background "
             f"+ {sampler.n_hard} hard-negative patches per epoch, validating on {len(val_sets)} region(s), device {device} "
@@ -513,12 +585,15 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
         epoch_started = time.monotonic()
         plan = sampler.epoch_plan(rng)
         # The budget covers the whole run, resumed parts included (raise it to go on).
-        deadline = None if budget is None else started + budget - clock["before"]
+        deadline = None if budget is None else started + budget - clock["before"] - reserve
         train_loss = _train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler,
                                   scaler, device, amp_dtype, len(classes) + 1, ce_weight, deadline)
         val_loss = _validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, len(classes) + 1)
         if scores_particles:
+            picking_started = time.monotonic()
             precision, recall, f1, min_scores = _validation_scores(model, config, val_sets, pad, batch, device, amp)
+            if fits_checks:
+                reserve = (time.monotonic() - picking_started) * (1 + train_voxels / val_voxels)
         else:  # nothing to pick for: no F1, default thresholds
             precision = recall = f1 = math.nan
             min_scores = {name: DEFAULT_RELATIVE_MIN_SCORE for name in classes}
@@ -541,12 +616,22 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), val_fraction=0.2, 
             f"{'/'.join(f'{value:.2f}' for value in min_scores.values())} ({seconds:.1f} s)")
         elapsed = clock["before"] + time.monotonic() - started
         # Epochs are cut at the deadline, so the budget is spent on training, not guessed.
-        if budget is not None and epoch + 1 < epochs and elapsed >= budget:
+        if budget is not None and epoch + 1 < epochs and elapsed + reserve >= budget:
             stopped_by_budget = True
             log(f"time budget of {max_minutes:g} min reached after epoch {epoch + 1}; stopping")
             break
     best_row = max(history, key=lambda row: (row["val_f1"], -row["val_loss"])) if history else None
     if best_row:
         log(f"best val_f1 {best_row['val_f1']:.3f} at epoch {best_row['epoch']}; model in {out}")
+    check_f1s = {}
+    if fits_checks and best_row:
+        model.load_state_dict(torch.load(out / WEIGHTS_NAME, map_location=device, weights_only=True))
+        model.eval()
+        regions = [(tomogram, coords, (source.centre, source.scale), source.limit_zyx)
+                   for (tomogram, coords), source in zip(pairs, sources)]
+        checks, check_f1s = fit_shape_checks(model, config, regions, val_sets, pad, batch, device, amp, log)
+        config["shape_check"] = {name: check.to_json() for name, check in checks.items()}
+        write_config(out, config)
     return {"epochs_done": len(history), "stopped_by_budget": stopped_by_budget,
-            "best_epoch": best_row and best_row["epoch"], "best_f1": best_row and best_row["val_f1"]}
+            "best_epoch": best_row and best_row["epoch"], "best_f1": best_row and best_row["val_f1"],
+            "shape_check_f1": check_f1s}

@@ -53,6 +53,12 @@ class EtPickerProtPick(EtPickerProtBase):
                       label="Minimum distance (voxels) (optional)",
                       help="Of two picks closer than this, keep the higher score. "
                            "Empty: the core's default (from the label diameters).")
+        form.addParam("shapeCheck", params.BooleanParam, default=True,
+                      label="Use the model's shape checks?",
+                      help="Where training fitted a shape check for a class (a logistic model on "
+                           "the radial density profile around each pick, kept where it raised "
+                           "validation F1), picks of that class must pass it. No: keep every "
+                           "pick above the minimum score.")
         form.addParam("pad", params.IntParam, allowsNull=True,
                       label="Tile padding (voxels) (optional)",
                       help="Border of each tile discarded (tiles overlap by twice this). "
@@ -93,6 +99,8 @@ class EtPickerProtPick(EtPickerProtBase):
             args.append("--min-score %g" % self.minScore.get())
         if self.minDistance.get() is not None:
             args.append("--min-distance %g" % self.minDistance.get())
+        if not self.shapeCheck.get():
+            args.append("--no-shape-check")
         # stderr goes to a file so that a failure can be quoted in the log and summary.
         args.append("2> %s" % quote(errorFile))
         try:

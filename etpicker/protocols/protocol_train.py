@@ -71,6 +71,14 @@ class EtPickerProtTrain(EtPickerProtBase):
         form.addParam("learningRate", params.FloatParam, default=1e-3,
                       label="Learning rate")
         form.addParam("seed", params.IntParam, default=0, label="Random seed")
+        form.addParam("shapeCheck", params.BooleanParam, default=True,
+                      label="Fit shape checks?",
+                      help="After training, fit per class a logistic model on the radial density "
+                           "profile around the network's picks in the training tomograms, to reject "
+                           "other macromolecules of the class's size; a class keeps it only where it "
+                           "raised validation F1. Assumes every particle of the classes is annotated "
+                           "in the training tomograms. Takes about one picking of each training "
+                           "tomogram, counted in the time budget.")
         form.addParam("widths", params.StringParam, default="",
                       expertLevel=params.LEVEL_ADVANCED, label="Network widths",
                       help="Channels of the 4 network levels, e.g. 24,48,72,108 (the "
@@ -118,6 +126,8 @@ class EtPickerProtTrain(EtPickerProtBase):
             args.append("--max-minutes %g" % self.maxMinutes.get())
         if self.initModel.get() is not None:
             args.append("--init-model %s" % quote(self.initModel.get().getPath()))
+        if not self.shapeCheck.get():
+            args.append("--no-shape-check")
         # A checkpoint here means this step is being re-run by "Continue": a
         # restart wipes the run's folder first.
         if os.path.exists(os.path.join(self._modelDir(), MODEL_CHECKPOINT)):

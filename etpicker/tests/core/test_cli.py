@@ -248,6 +248,8 @@ def test_simulate_train_pick_evaluate_without_scipion(tmp_path):
                      "--out", model, "--device", "cpu", *E2E_TRAIN)
     assert result.returncode == 0, result.stderr
     assert re.search(r"^epoch 1/\d+ loss [\d.]+ .*val_f1 [\d.]+ min_scores [\d./]+ \([\d.]+ s\)$", result.stdout, re.MULTILINE)
+    # the shape check was fitted on the training picks and judged on validation
+    assert re.search(r"^shape check particle: (validation F1 [\d.]+ without|not fitted)", result.stdout, re.MULTILINE)
     result = run_cli("pick", "--model", model, "--tomos", data / "tomo_001.mrc", "--out", picks, "--device", "cpu",
                      *E2E_PICK)
     assert result.returncode == 0, result.stderr
