@@ -195,7 +195,8 @@ def _add_pick(subparsers):
                                                                      "foreground")
     parser.add_argument("--min-score", type=_finite, help="drop maxima scoring below this (default: per class, "
                                                         "the fraction of a fully segmented ball's score that gave "
-                                                        "the best validation F1 in training)")
+                                                        "the best validation F1 in training; for a class with a "
+                                                        "shape check, 0.2 of it, and the check decides)")
     parser.add_argument("--min-distance", type=_finite, help="of two picks closer than this (voxels), keep the "
                                                            "higher score (default: half the class diameter)")
     parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
