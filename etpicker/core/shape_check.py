@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from .io import release_pages
+
 RADIUS_FACTOR = 1.5  # profile radius / weak-label diameter: the particle and a shell of its surroundings
 SMOOTHING_SIGMA = 1.0  # voxels; the smoothed profile sees the shape past the noise
 REGULARISATION = 0.3  # L2 weight; stronger and weaker (0.1-1) were as good, 0.001 over-fitted
@@ -65,6 +67,7 @@ def radial_profiles(volume, stats, xyz, radius):
             square = np.bincount(shell, values * values, radius + 1) / counts
             parts += [mean, np.sqrt(np.maximum(square - mean * mean, 0.0))]
         features[row] = np.concatenate(parts)
+    release_pages(volume)
     return features
 
 

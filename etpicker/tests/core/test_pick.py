@@ -97,3 +97,22 @@ def test_threshold_and_pad_given_to_pick_are_used(tmp_path):
     assert len(loose) == len(strict) == 1 and strict.score[0] < loose.score[0]
     with pytest.raises(InputError, match="pad"):  # 2 * 8 is not below the model's patch 16
         pick_tomogram(ContrastNet(), CONFIG, tomogram, pad=8)
+
+
+def test_a_class_with_a_shape_check_is_picked_at_the_candidate_level_and_the_check_decides(tmp_path):
+    shape = (30, 40, 50)
+    ids, _ = paint_labels(shape, np.array([[10, 12, 14], [20, 28, 36]], float), [1, 1], CONFIG["diameters"], "ball")
+    write_volume(tmp_path / "t.mrc", (3.0 * (ids == 1)).astype(np.float32))
+    tomogram = open_tomogram(tmp_path / "t.mrc")
+    n_features = 4 * (3 + 1) + 1  # profiles to radius 3, then the network score
+
+    def check(bias):  # a check that ignores the features: it accepts (bias > 0) or rejects everything
+        return {"radius": 3, "mean": [0.0] * n_features, "std": [1.0] * n_features,
+                "weights": [0.0] * n_features, "bias": bias, "threshold": 0.5}
+
+    strict = dict(CONFIG, relative_min_score=4.0)  # the tuned threshold alone would drop both
+    assert len(pick_tomogram(ContrastNet(), dict(strict, shape_check={"small": check(5.0)}), tomogram)) == 2
+    assert len(pick_tomogram(ContrastNet(), dict(strict, shape_check={"small": check(-5.0)}), tomogram)) == 0
+    unchecked = pick_tomogram(ContrastNet(), dict(CONFIG, shape_check={"small": check(-5.0)}), tomogram,
+                              shape_check=False)
+    assert len(unchecked) == 2
