@@ -346,8 +346,8 @@ def fit_shape_checks(model, config, training_regions, val_sets, pad, batch, devi
         if with_check > without:
             check.threshold = threshold[name]
             kept_checks[name] = check
-        log(f"shape check {name}: validation F1 {without:.3f} without, {with_check:.3f} with "
-            + (f"(probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
+        log(f"shape check {name}: validation F1 {without:.3f} without, {with_check:.3f} with"
+            + (f" (probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
     return kept_checks, f1s
 
 
