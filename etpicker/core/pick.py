@@ -47,6 +47,7 @@ def _check_config_values(config):
         raise InputError("patch must be a multiple of 8 (at least 16) and pad satisfy 0 <= 2*pad < patch")
     if not float(config["voxel_size"]) > 0:
         raise InputError("voxel_size must be positive")
+    checks_from_config(config)
 
 
 def load_model(model_dir, device="cpu"):

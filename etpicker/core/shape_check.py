@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from .io import release_pages
+from .io import InputError, release_pages
 
 RADIUS_FACTOR = 1.5  # profile radius / weak-label diameter: the particle and a shell of its surroundings
 SMOOTHING_SIGMA = 1.0  # voxels; the smoothed profile sees the shape past the noise
@@ -119,8 +119,20 @@ def fit_shape_check(profiles, network_scores, is_true, radius, regularisation=RE
 
 
 def checks_from_config(config):
-    """{class: ShapeCheck} stored in a model config (empty when it has none)."""
-    return {name: ShapeCheck.from_json(data) for name, data in config.get("shape_check", {}).items()}
+    """{class: ShapeCheck} stored in a model config (empty when it has none); InputError
+    when an entry is malformed (a hand-edited config.json)."""
+    checks = {}
+    for name, data in config.get("shape_check", {}).items():
+        try:
+            check = ShapeCheck.from_json(data)
+            sizes = {len(check.mean), len(check.std), len(check.weights)}
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"the model's shape check of class {name} is malformed ({error!r})") from None
+        if sizes != {4 * (check.radius + 1) + 1}:
+            raise InputError(f"the model's shape check of class {name} has {sorted(sizes)} weights, "
+                             f"not the {4 * (check.radius + 1) + 1} of radius {check.radius}")
+        checks[name] = check
+    return checks
 
 
 def apply_checks(coords, volume, stats, checks):

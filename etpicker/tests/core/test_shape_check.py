@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from etpicker.core.io import Coords
+from etpicker.core.io import Coords, InputError
 from etpicker.core.shape_check import (ShapeCheck, apply_checks, checks_from_config, fit_shape_check,
                                        profile_radius, radial_profiles)
 
@@ -92,3 +92,12 @@ def test_checks_survive_the_model_config_and_filter_only_their_class():
     hits = sum(any(np.array_equal(point, ball) for ball in balls) for point in kept_balls)
     assert hits >= 0.9 * len(balls) and len(kept_balls) - hits <= 0.1 * len(shells)
     assert checks_from_config({}) == {}
+
+
+def test_a_malformed_check_in_the_config_is_a_clear_error():
+    check = ShapeCheck(2, [0.0] * 13, [1.0] * 13, [0.0] * 13, 0.0).to_json()
+    assert checks_from_config({"shape_check": {"a": check}})["a"].radius == 2
+    with pytest.raises(InputError, match="class a has"):
+        checks_from_config({"shape_check": {"a": dict(check, weights=[0.0] * 5)}})
+    with pytest.raises(InputError, match="class a is malformed"):
+        checks_from_config({"shape_check": {"a": {"radius": 2}}})
