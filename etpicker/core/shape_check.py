@@ -135,13 +135,19 @@ def checks_from_config(config):
     return checks
 
 
+def probabilities(coords, volume, stats, checks):
+    """Each pick's probability of being its class's particle under that class's check (1
+    where the class has none)."""
+    chance = np.ones(len(coords.names))
+    for name, check in checks.items():
+        mine = coords.names == name
+        if mine.any():
+            chance[mine] = check.probability(radial_profiles(volume, stats, coords.xyz[mine], check.radius),
+                                             coords.score[mine])
+    return chance
+
+
 def apply_checks(coords, volume, stats, checks):
     """The picks of `coords` that pass their class's check (classes without one all pass)."""
-    keep = np.ones(len(coords.names), dtype=bool)
-    for name, check in checks.items():
-        mine = np.flatnonzero(coords.names == name)
-        if len(mine):
-            probability = check.probability(radial_profiles(volume, stats, coords.xyz[mine], check.radius),
-                                            coords.score[mine])
-            keep[mine] = probability >= check.threshold
-    return coords.subset(keep)
+    threshold = np.array([checks[name].threshold if name in checks else 0.0 for name in coords.names])
+    return coords.subset(probabilities(coords, volume, stats, checks) >= threshold)

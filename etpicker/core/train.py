@@ -31,7 +31,7 @@ from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, ideal_score
 from .prefetch import prefetch
 from .sampling import PatchSampler, PatchSource, patch_origin
 from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, MIN_EXAMPLES, THRESHOLD_CHOICES, fit_shape_check,
-                          profile_radius, radial_profiles)
+                          probabilities, profile_radius, radial_profiles)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.csv"
@@ -287,15 +287,22 @@ def _relative_scores(picks, config):
     return picks.score / np.array([ideal[name] for name in picks.names])
 
 
-def _validation_scores(model, config, val_sets, pad, batch, device, amp):
-    """Class-aware precision, recall, F1 of picking the validation regions, micro-averaged,
-    at each class's relative score threshold (also returned) that is best there."""
-    picks = []
+def _validation_candidates(model, config, val_sets, pad, batch, device, amp):
+    """(candidate picks in the tomogram's frame, only those in the scored part; ValidationSet)
+    per validation region."""
+    picked = []
     for val in val_sets:
         predicted = _candidates(model, config, val.tomogram, val.stats, pad, batch, device, amp)
         predicted.xyz += val.offset_zyx[::-1]
-        predicted = predicted.subset(val.kept(predicted.xyz))
-        picks.append((predicted, _relative_scores(predicted, config), val.scored_truth))
+        picked.append((predicted.subset(val.kept(predicted.xyz)), val))
+    return picked
+
+
+def _validation_scores(model, config, val_sets, pad, batch, device, amp):
+    """Class-aware precision, recall, F1 of picking the validation regions, micro-averaged,
+    at each class's relative score threshold (also returned) that is best there."""
+    picks = [(predicted, _relative_scores(predicted, config), val.scored_truth)
+             for predicted, val in _validation_candidates(model, config, val_sets, pad, batch, device, amp)]
     return best_min_scores(picks, config["classes"], _tolerances(config))
 
 
@@ -326,18 +333,11 @@ def fit_shape_checks(model, config, training_regions, val_sets, pad, batch, devi
         else:
             checks[name] = check
     relative, probability = [], []
-    for val in val_sets:
-        predicted = _candidates(model, config, val.tomogram, val.stats, pad, batch, device, amp)
-        chance = np.ones(len(predicted.names))
-        for name, check in checks.items():
-            mine = predicted.names == name
-            chance[mine] = check.probability(
-                radial_profiles(val.tomogram.data, val.stats, predicted.xyz[mine], check.radius), predicted.score[mine])
-        predicted.xyz += val.offset_zyx[::-1]
-        kept = val.kept(predicted.xyz)
-        predicted = predicted.subset(kept)
+    for predicted, val in _validation_candidates(model, config, val_sets, pad, batch, device, amp):
+        in_region = Coords(predicted.names, predicted.xyz - val.offset_zyx[::-1], predicted.score)
+        chance = probabilities(in_region, val.tomogram.data, val.stats, checks)
         relative.append((predicted, _relative_scores(predicted, config), val.scored_truth))
-        probability.append((predicted, chance[kept], val.scored_truth))
+        probability.append((predicted, chance, val.scored_truth))
     kept_checks, f1s = {}, {}
     for name, check in checks.items():
         without = best_min_scores(relative, [name], tolerance)[2]
