@@ -56,7 +56,7 @@ class EtPickerProtPick(EtPickerProtBase):
         form.addParam("shapeCheck", params.BooleanParam, default=True,
                       label="Use the model's shape checks?",
                       help="Where training fitted a shape check for a class (a logistic model on "
-                           "the radial density profile around each pick, kept where it raised "
+                           "the density around each pick, kept where it raised "
                            "validation F1), picks of that class must pass it. No: keep every "
                            "pick above the minimum score.")
         form.addParam("pad", params.IntParam, allowsNull=True,

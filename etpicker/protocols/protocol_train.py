@@ -73,8 +73,9 @@ class EtPickerProtTrain(EtPickerProtBase):
         form.addParam("seed", params.IntParam, default=0, label="Random seed")
         form.addParam("shapeCheck", params.BooleanParam, default=True,
                       label="Fit shape checks?",
-                      help="After training, fit per class a logistic model on the radial density "
-                           "profile around the network's picks in the training tomograms, to reject "
+                      help="After training, fit per class a logistic model on the density "
+                           "around the network's picks (radial profile, and how it is arranged on each "
+                           "shell) in the training tomograms, to reject "
                            "other macromolecules of the class's size; a class keeps it only where it "
                            "raised validation F1. Assumes every particle of the classes is annotated "
                            "in the training tomograms. Takes about one picking of each training "

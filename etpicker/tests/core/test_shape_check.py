@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from etpicker.core.io import Coords, InputError
-from etpicker.core.shape_check import (ShapeCheck, apply_checks, checks_from_config, fit_shape_check,
-                                       profile_radius, radial_profiles)
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from etpicker.core.shape_check import (ShapeCheck, apply_checks, checks_from_config, feature_count, fit_shape_check,
+                                       profile_radius, shape_features)
 
 RADIUS = 4  # particles' outer radius, voxels
 
@@ -31,19 +34,25 @@ def crowd(rng, n_each=40, noise=1.0):
     return volume, np.array(balls, float), np.array(shells, float)
 
 
-def test_profiles_do_not_depend_on_the_particle_orientation():
+def test_features_do_not_depend_on_the_particle_orientation():
     rng = np.random.default_rng(0)
-    volume = rng.normal(size=(21, 21, 21)).astype(np.float32)
-    turned = np.rot90(volume, k=1, axes=(1, 2))  # a quarter turn about z, around the central voxel
-    centre = [[10, 10, 10]]
-    np.testing.assert_allclose(radial_profiles(turned, (0.0, 1.0), centre, 6),
-                               radial_profiles(volume, (0.0, 1.0), centre, 6), rtol=1e-5, atol=1e-5)
+    volume = ndimage.gaussian_filter(rng.normal(size=(25, 25, 25)), 1.0).astype(np.float32)
+    centre, radius = [[12, 12, 12]], 6
+    original = shape_features(volume, (0.0, 1.0), centre, radius)
+    profiles = 4 * (radius + 1)  # the radial profiles come first, then the shell harmonics
+    assert original.shape == (1, feature_count(radius, 8))
+    for turned in (np.rot90(volume, k=1, axes=(1, 2)),  # a quarter turn about z, around the central voxel
+                   np.transpose(volume, (2, 1, 0))):  # z and x swapped: a half turn and a mirror
+        features = shape_features(turned, (0.0, 1.0), centre, radius)
+        np.testing.assert_allclose(features[:, :profiles], original[:, :profiles], rtol=1e-5, atol=1e-5)
+        # the harmonics sample each sphere at points that do not turn with it: nearly equal
+        assert np.abs(features[:, profiles:] - original[:, profiles:]).max() < 0.03 * original[:, profiles:].max()
 
 
 def test_profiles_standardise_and_read_past_the_border_as_the_mean():
     volume = np.full((9, 9, 9), 7.0, np.float32)
     volume[4, 4, 4] = 9.0
-    features = radial_profiles(volume, (7.0, 2.0), [[4, 4, 4], [0, 0, 0]], 3)
+    features = shape_features(volume, (7.0, 2.0), [[4, 4, 4], [0, 0, 0]], 3, degrees=0)
     assert features.shape == (2, 16)
     assert features[0, 0] == pytest.approx(1.0)  # the centre voxel, (9 - 7) / 2
     assert np.allclose(features[0, 1:4], 0.0)  # the mean shells around it
@@ -59,13 +68,49 @@ def test_a_fitted_check_tells_targets_from_look_alikes_of_their_size():
     picks = np.concatenate([balls, shells])
     is_true = np.r_[np.ones(len(balls), bool), np.zeros(len(shells), bool)]
     scores = rng.uniform(1, 2, len(picks))  # the network cannot tell them apart
-    check = fit_shape_check(radial_profiles(volume, (0.0, 1.0), picks, radius), scores, is_true, radius)
+    check = fit_shape_check(shape_features(volume, (0.0, 1.0), picks, radius), scores, is_true, radius)
     fresh, balls, shells = crowd(rng)
     stats = (0.0, 1.0)
-    chance_ball = check.probability(radial_profiles(fresh, stats, balls, radius), rng.uniform(1, 2, len(balls)))
-    chance_shell = check.probability(radial_profiles(fresh, stats, shells, radius), rng.uniform(1, 2, len(shells)))
+    chance_ball = check.probability(shape_features(fresh, stats, balls, radius), rng.uniform(1, 2, len(balls)))
+    chance_shell = check.probability(shape_features(fresh, stats, shells, radius), rng.uniform(1, 2, len(shells)))
     accuracy = (np.sum(chance_ball >= 0.5) + np.sum(chance_shell < 0.5)) / (len(balls) + len(shells))
     assert accuracy >= 0.9
+
+
+def blob_groups(rng, layout, n, noise=0.3):
+    """A volume of `n` groups of four Gaussian blobs 4 voxels from each group's centre, in
+    random orientations: `layout` "tetrahedron" or "square". Both kinds have the same radial
+    profile, and the same spread in every shell; only the blobs' arrangement differs."""
+    corners = {"tetrahedron": np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3),
+               "square": np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], float)}[layout]
+    side = 16
+    volume = np.zeros((side, side * n, side), np.float32)
+    centres = []
+    for i in range(n):
+        centre = np.array([side / 2, side * i + side / 2, side / 2])
+        for point in Rotation.random(random_state=rng).apply(4 * corners) + centre:
+            volume[tuple(np.rint(point).astype(int))] += 1.0
+        centres.append(centre[::-1])
+    volume = ndimage.gaussian_filter(volume, 1.2) / 0.03 + rng.normal(0, noise, volume.shape)
+    return volume.astype(np.float32), np.array(centres)
+
+
+def test_shell_harmonics_tell_apart_shapes_that_profiles_cannot():
+    """Why the features hold the harmonics: the same four blobs as a tetrahedron (targets) or
+    as a square (look-alikes). A check fitted with harmonics tells them apart in a new volume;
+    one on the profiles alone does far worse (0.66-0.75 over five seeds)."""
+    rng = np.random.default_rng(3)
+    accuracy = {}
+    for degrees in (0, 8):
+        (targets, at), (others, ao) = blob_groups(rng, "tetrahedron", 40), blob_groups(rng, "square", 40)
+        features = np.concatenate([shape_features(targets, (0.0, 1.0), at, 6, degrees),
+                                   shape_features(others, (0.0, 1.0), ao, 6, degrees)])
+        check = fit_shape_check(features, np.ones(80), np.r_[np.ones(40), np.zeros(40)].astype(bool), 6, degrees)
+        (targets, at), (others, ao) = blob_groups(rng, "tetrahedron", 40), blob_groups(rng, "square", 40)
+        right = (np.sum(check.probability(check.features(targets, (0.0, 1.0), at), np.ones(40)) >= 0.5)
+                 + np.sum(check.probability(check.features(others, (0.0, 1.0), ao), np.ones(40)) < 0.5))
+        accuracy[degrees] = right / 80
+    assert accuracy[8] >= 0.95 and accuracy[8] - accuracy[0] >= 0.2, accuracy
 
 
 def test_too_few_examples_give_no_check():
@@ -79,7 +124,7 @@ def test_checks_survive_the_model_config_and_filter_only_their_class():
     volume, balls, shells = crowd(rng)
     picks = np.concatenate([balls, shells])
     is_true = np.r_[np.ones(len(balls), bool), np.zeros(len(shells), bool)]
-    check = fit_shape_check(radial_profiles(volume, (0.0, 1.0), picks, radius), np.ones(len(picks)), is_true, radius)
+    check = fit_shape_check(shape_features(volume, (0.0, 1.0), picks, radius), np.ones(len(picks)), is_true, radius)
     config = {"shape_check": {"ball": check.to_json()}}
     (restored,) = checks_from_config(json.loads(json.dumps(config))).values()
     assert isinstance(restored, ShapeCheck) and restored == check
@@ -96,7 +141,10 @@ def test_checks_survive_the_model_config_and_filter_only_their_class():
 
 def test_a_malformed_check_in_the_config_is_a_clear_error():
     check = ShapeCheck(2, [0.0] * 13, [1.0] * 13, [0.0] * 13, 0.0).to_json()
-    assert checks_from_config({"shape_check": {"a": check}})["a"].radius == 2
+    del check["degrees"]  # as written before the shell harmonics: profiles only
+    assert checks_from_config({"shape_check": {"a": check}})["a"].degrees == 0
+    with pytest.raises(InputError, match="not the 21 of radius 2 and degrees 8"):
+        checks_from_config({"shape_check": {"a": dict(check, degrees=8)}})
     with pytest.raises(InputError, match="class a has"):
         checks_from_config({"shape_check": {"a": dict(check, weights=[0.0] * 5)}})
     with pytest.raises(InputError, match="class a is malformed"):
