@@ -6,9 +6,9 @@ them apart well. The radial density profile about the centre, how much the densi
 within each spherical shell, and how that variation is arranged on the shell (the power
 of its spherical harmonics per degree) do not depend on the particle's orientation, so
 ~100 annotated particles suffice to learn them. Per class, a logistic model on those
-features (of the tomogram and of a lightly smoothed copy) plus the network's score is fitted on the
-network's own picks in the training tomograms: those near an annotation are true, the
-others are what the network confuses with the class. Its probability threshold is chosen
+features (of the tomogram and of a lightly smoothed copy) plus the network's score is
+fitted on the network's own picks in the training tomograms: those near an annotation are
+true, the others are what the network confuses with the class. Its probability threshold is chosen
 on the validation picks, and a class keeps its check only where it raised validation F1.
 """
 from dataclasses import asdict, dataclass
@@ -61,9 +61,10 @@ def _real_harmonics(degrees, polar, azimuth):
 
 @lru_cache(maxsize=16)
 def _shell_samples(radius, degrees):
-    """(points z, y, x relative to the pick: 3 x n, then per shell 2..radius the matrix that
-    takes its samples to the power of each degree's harmonics). Points spread evenly on each
-    sphere (a Fibonacci lattice), about one per voxel of its area."""
+    """(sample points z, y, x relative to the pick (3 x n), per shell 2..radius the matrix
+    that takes its samples to its harmonic coefficients, each coefficient's degree - 1).
+    Points spread evenly on each sphere (a Fibonacci lattice), about one per voxel of its
+    area."""
     points, projections = [], []
     degree_of = np.repeat(np.arange(degrees), 2 * np.arange(1, degrees + 1) + 1)
     for r in range(2, radius + 1):
