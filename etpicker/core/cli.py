@@ -154,7 +154,7 @@ def _add_train(subparsers):
                              "runs). Assumes the annotations are complete")
     parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
                         help="do not fit the per-class shape checks after training (a logistic model on the "
-                             "radial density profile around each pick, kept for a class where it raised "
+                             "density around each pick, kept for a class where it raised "
                              "validation F1); assumes the annotations are complete")
     _add_amp(parser)
     parser.add_argument("--widths", type=lambda t: _number_list(t, int), default=list(DEFAULT_WIDTHS),

@@ -30,8 +30,8 @@ from .pick import WEIGHTS_NAME, build_model, load_model, pick_tomogram
 from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, ideal_score
 from .prefetch import prefetch
 from .sampling import PatchSampler, PatchSource, patch_origin
-from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, MIN_EXAMPLES, THRESHOLD_CHOICES, fit_shape_check,
-                          probabilities, profile_radius, shape_features)
+from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, HARMONIC_DEGREES, MIN_EXAMPLES, THRESHOLD_CHOICES,
+                          fit_shape_check, probabilities, profile_radius, shape_features)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.csv"
@@ -322,11 +322,12 @@ def fit_shape_checks(model, config, training_regions, val_sets, pad, batch, devi
         for name in classes:
             mine = picks.subset(picks.names == name)
             is_true, _ = matched(mine.xyz, coords.xyz[coords.names == name], tolerance[name])
-            examples[name].append((shape_features(tomogram.data, stats, mine.xyz, radius[name]), mine.score, is_true))
+            features = shape_features(tomogram.data, stats, mine.xyz, radius[name], HARMONIC_DEGREES)
+            examples[name].append((features, mine.score, is_true))
     checks = {}
     for name in classes:
         features, network_scores, is_true = (np.concatenate(part) for part in zip(*examples[name]))
-        check = fit_shape_check(features, network_scores, is_true, radius[name])
+        check = fit_shape_check(features, network_scores, is_true, radius[name], HARMONIC_DEGREES)
         if check is None:
             log(f"shape check {name}: not fitted ({int(is_true.sum())} true and {int((~is_true).sum())} false "
                 f"training picks; it needs {MIN_EXAMPLES} of each)")
