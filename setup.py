@@ -28,7 +28,8 @@ setup(
     packages=find_packages(include=["etpicker", "etpicker.*"]),
     package_data={"etpicker": ["etpicker_logo.png"]},
     # Scipion's side only: torch lives in the core's own environment (extra "core").
-    install_requires=["scipion-em-tomo", "mrcfile", "numpy", "matplotlib"],
+    install_requires=["scipion-pyworkflow", "scipion-em", "scipion-em-tomo", "mrcfile", "numpy", "scipy",
+                      "matplotlib"],
     extras_require={
         "core": ["torch", "numpy", "scipy", "mrcfile"],
         "test": ["pytest", "pytest-xdist", "scipion-em-reliontomo", "scipion-app"],

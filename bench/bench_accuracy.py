@@ -30,8 +30,7 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for etpicker.core
 
 import realistic  # noqa: E402  (same folder)
-from etpicker.core import io, metrics  # noqa: E402
-from etpicker.core.negatives import difference_of_gaussians  # noqa: E402
+from etpicker.core import io, metrics, model_folder  # noqa: E402
 from etpicker.core.normalise import robust_stats  # noqa: E402
 from etpicker.core.tiling import tile_origins  # noqa: E402
 
@@ -60,6 +59,16 @@ def evaluate(pred_dir, gt_dir, diameters, json_path, log):
     core("evaluate", "--pred", pred_dir, "--gt", gt_dir, "--diameter",
          ",".join(f"{d:.2f}" for d in diameters), "--json", json_path, log=log)
     return json.loads(Path(json_path).read_text())
+
+
+SIGMA_RATIO = 1.6  # of the difference of Gaussians
+
+
+def difference_of_gaussians(volume, diameter):
+    """Band-pass response, largest (positive for bright, negative for dark objects) on
+    balls of `diameter` voxels."""
+    sigma = max(0.5, diameter / 2 / np.sqrt(3))  # a ball of radius R answers most at R/sqrt(3)
+    return ndimage.gaussian_filter(volume, sigma) - ndimage.gaussian_filter(volume, SIGMA_RATIO * sigma)
 
 
 class DogPicker:
@@ -137,11 +146,7 @@ class DogPicker:
 
 def pooled_f1(pairs, tolerances):
     """Class-agnostic F1 over several tomograms, from the core's evaluation."""
-    tp = fp = fn = 0
-    for pred, gt in pairs:
-        counts = metrics.evaluate(pred, gt, tolerances)["all"]
-        tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
-    return 2 * tp / max(1, 2 * tp + fp + fn)
+    return metrics.evaluate_many(pairs, tolerances)[metrics.ALL]["f1"]
 
 
 MEMBRANE_REACH = 3.0  # voxels from a vesicle's mid-membrane radius that count as on it
@@ -197,7 +202,7 @@ def report_tile_positions(pred_dir, test, model_dir, tolerances, log, bins=3):
     network that learnt where targets sit in a training patch (it sees positions through
     CoordConv) picks falsely at tile centres and misses at tile edges. Picks are matched
     per class as `evaluate` matches them."""
-    config = io.read_config(model_dir)
+    config = model_folder.read_config(model_dir)
     patch, pad = config["patch"], config["pad"]
     found = {"tp": [], "fp": [], "fn": []}
     for mrc, csv_path in test:
@@ -225,7 +230,7 @@ def report_tile_positions(pred_dir, test, model_dir, tolerances, log, bins=3):
 
 def summarise(result, classes):
     per_class = [result["classes"].get(name, {}).get("f1", 0.0) for name in classes]
-    return per_class, float(np.mean(per_class)), result["all"]["f1"]
+    return per_class, float(np.mean(per_class)), result[metrics.ALL]["f1"]
 
 
 def main(argv=None):
@@ -262,7 +267,7 @@ def main(argv=None):
     targets = tuple(args.targets.split(","))
     classes = sorted(targets)  # the core's class order when --classes is not given
     diameters = [templates[name].diameter for name in classes]
-    tolerances = {name: d / 4 for name, d in zip(classes, diameters)}  # half the radius
+    tolerances = metrics.tolerances(classes, diameters)
     sizes = {name: template.diameter for name, template in templates.items()}
     log("targets (particle diameter, voxels): "
         + ", ".join(f"{name} {d:.1f}" for name, d in zip(classes, diameters)))

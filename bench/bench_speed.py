@@ -29,16 +29,16 @@ import torch.nn.functional as F
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from etpicker.core import __version__, io  # noqa: E402
+from etpicker.core import __version__, model_folder  # noqa: E402
 from etpicker.core.labels import paint_labels  # noqa: E402
 from etpicker.core.losses import soft_dice_loss, soft_target  # noqa: E402
-from etpicker.core.model import DEFAULT_WIDTHS, ResUNet3D  # noqa: E402
+from etpicker.core.model import ResUNet3D, build_model  # noqa: E402
 from etpicker.core.device import AMP_MODES, autocast, autocast_dtype, dtype_name, resolve_device  # noqa: E402
-from etpicker.core.pick import WEIGHTS_NAME, build_model  # noqa: E402
+from etpicker.core.model_store import save_weights  # noqa: E402
 from etpicker.core.postprocess import mp_nms  # noqa: E402
 from etpicker.core.sampling import PatchSampler, PatchSource  # noqa: E402
 from etpicker.core.tiling import segment, tile_batches, tile_origins  # noqa: E402
-from etpicker.core.train import default_pad  # noqa: E402
+from etpicker.core.settings import DEFAULT_WIDTHS, default_pad  # noqa: E402
 
 SECTIONS = ("inference", "nms", "train", "memory")
 REFERENCE_PICK_PAD = 18  # the reference's picking margin for a 72-voxel patch
@@ -301,8 +301,8 @@ def write_model(folder, widths, patch, pad):
               "patch": patch, "pad": pad, "widths": list(widths), "coordconv": True,
               "pyramid": True, "normalisation": "robust-standardise", "version": __version__}
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(build_model(config).state_dict(), folder / WEIGHTS_NAME)
-    io.write_config(folder, config)
+    model_folder.write_config(folder, config)
+    save_weights(build_model(config), folder)
 
 
 def bench_memory(args, device, out, seconds_per_tile):

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from etpicker.core.io import read_coords
+from etpicker.core.io import Coords, read_coords, write_coords
 from etpicker.core.simulate import fourier_frequencies, missing_wedge_mask
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "templates_10A"
@@ -262,18 +262,17 @@ def simulate_series(templates, shape, snrs, seed, targets=DEFAULT_TARGETS, phase
 
 
 def write_truth(path, truth):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["class", "x", "y", "z"])
-        for name, z, y, x in truth:
-            writer.writerow([name, x, y, z])
+    """Truth rows (name, z, y, x) as the core's coordinate CSV."""
+    names = [str(row[0]) for row in truth]
+    write_coords(path, Coords(names, [[x, y, z] for _, z, y, x in truth]))
 
 
 def same_truth(truth, csv_path):
     """Whether truth rows (name, z, y, x) are the targets written to `csv_path`."""
     written = read_coords(csv_path)
-    return sorted((str(name), float(x), float(y), float(z)) for name, z, y, x in truth) \
-        == sorted(zip(written.names.tolist(), *written.xyz.T.tolist()))
+    return sorted((str(name), round(float(x), 3), round(float(y), 3), round(float(z), 3))
+                  for name, z, y, x in truth) \
+        == sorted(zip(written.names.tolist(), *np.round(written.xyz, 3).T.tolist()))
 
 
 def write_objects(path, objects):

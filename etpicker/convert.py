@@ -4,16 +4,16 @@ Core coordinates (docs/DESIGN.md) are CSV rows ``class,x,y,z[,score]`` in 0-base
 voxels of the tomogram, x fastest; in Scipion they are ``BOTTOM_LEFT_CORNER``
 positions in voxels of the coordinate set's sampling rate.
 """
-import csv
-import json
 import os
 import re
 
+import numpy as np
 from pwem.emlib.image import ImageHandler
 from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.objects import Coordinate3D
 
-from .constants import MODEL_CONFIG, OUTPUT_COORDINATES_PREFIX
+from .constants import OUTPUT_COORDINATES_PREFIX
+from .core import io  # torch-free: the coordinate CSV codec shared with the core
 
 # Files mrcfile reads whatever their extension (MRC under another name).
 MRC_EXTENSIONS = (".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")
@@ -56,55 +56,57 @@ def tomogramsList(tomoSet):
 
 
 def readCoordinates(coordSet):
-    """``{tsId: [(x, y, z), ...]}``: BOTTOM_LEFT_CORNER voxel positions at the set's
-    sampling rate, read in one flat pass."""
+    """``{tsId: ([(x, y, z), ...], [score, ...])}``: BOTTOM_LEFT_CORNER voxel positions at
+    the set's sampling rate and their scores (None where a coordinate has none), read in
+    one flat pass."""
     precedents = {tomo.getTsId(): tomo for tomo in tomogramsList(coordSet.getPrecedents())}
-    positions = {}
+    found = {}
     for coord in coordSet.iterItems(orderBy="id"):
         tsId = coord.getTomoId()
         coord.setVolume(precedents[tsId])
-        positions.setdefault(tsId, []).append(coord.getPosition(BOTTOM_LEFT_CORNER))
-    return positions
+        positions, scores = found.setdefault(tsId, ([], []))
+        positions.append(coord.getPosition(BOTTOM_LEFT_CORNER))
+        scores.append(coord.getScore())
+    return found
 
 
-def writeCoordinatesCsv(path, rows):
-    """Write core CSV rows ``(class, x, y, z)``; an empty list writes only the header."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["class", "x", "y", "z"])
-        for name, x, y, z in rows:
-            writer.writerow([name, "%.3f" % x, "%.3f" % y, "%.3f" % z])
+def coordsPerTomogram(namedSets, tomograms):
+    """Core ``Coords`` per tsId of ``tomograms``, in voxels of each tomogram (scaled from
+    each set's sampling rate).
+
+    namedSets: [(class name, SetOfCoordinates3D)]. Scores are kept when every
+    coordinate has one; tomograms without coordinates get empty Coords.
+    """
+    perClass = [(name, coordSet.getSamplingRate(), readCoordinates(coordSet))
+                for name, coordSet in namedSets]
+    result = {}
+    for tomo in tomograms:
+        tsId = tomo.getTsId()
+        names, xyz, scores = [], [], []
+        for name, coordRate, byTomogram in perClass:
+            positions, classScores = byTomogram.get(tsId, ([], []))
+            scale = coordRate / tomo.getSamplingRate()
+            names += [name] * len(positions)
+            xyz += [[v * scale for v in position] for position in positions]
+            scores += classScores
+        hasScores = all(s is not None for s in scores)
+        result[tsId] = io.Coords(np.array(names, dtype=str), np.array(xyz, float).reshape(-1, 3),
+                                 np.array(scores, float) if hasScores else None)
+    return result
 
 
 def writeTomogramCsvs(folder, tomograms, coordSets, names):
-    """One core CSV per tomogram (``<folder>/<tsId>.csv``) with the coordinates of
-    every class, scaled from each set's sampling rate to the tomogram's.
+    """One core CSV per tomogram (``<folder>/<tsId>.csv``, no scores) with the coordinates
+    of every class, scaled from each set's sampling rate to the tomogram's.
 
     Returns ``{tsId: csv path}``.
     """
     os.makedirs(folder, exist_ok=True)
-    perClass = [(name, coordSet.getSamplingRate(), readCoordinates(coordSet))
-                for name, coordSet in zip(names, coordSets)]
     paths = {}
-    for tomo in tomograms:
-        tsId = tomo.getTsId()
-        rows = []
-        for name, coordRate, positions in perClass:
-            scale = coordRate / tomo.getSamplingRate()
-            rows += [(name, x * scale, y * scale, z * scale)
-                     for x, y, z in positions.get(tsId, [])]
+    for tsId, coords in coordsPerTomogram(list(zip(names, coordSets)), tomograms).items():
         paths[tsId] = os.path.join(folder, "%s.csv" % tsId)
-        writeCoordinatesCsv(paths[tsId], rows)
+        io.write_coords(paths[tsId], io.Coords(coords.names, coords.xyz))
     return paths
-
-
-def readCoreCsv(path):
-    """Rows of a core CSV as ``(class, x, y, z, score or None)``."""
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        return [(row["class"], float(row["x"]), float(row["y"]), float(row["z"]),
-                 float(row["score"]) if row.get("score") not in (None, "") else None)
-                for row in reader]
 
 
 def coordinatesFromCsv(path, tomo, classNames):
@@ -113,15 +115,16 @@ def coordinatesFromCsv(path, tomo, classNames):
     groupId is the 1-based class index in ``classNames``; positions are the CSV's
     BOTTOM_LEFT_CORNER voxels of ``tomo``.
     """
-    for name, x, y, z, score in readCoreCsv(path):
-        index = classNames.index(name)
+    picks = io.read_coords(path)
+    for i, (name, (x, y, z)) in enumerate(zip(picks.names, picks.xyz)):
+        index = classNames.index(str(name))
         coord = Coordinate3D()
         coord.setVolume(tomo)
-        coord.setPosition(x, y, z, BOTTOM_LEFT_CORNER)
+        coord.setPosition(float(x), float(y), float(z), BOTTOM_LEFT_CORNER)
         coord.setTomoId(tomo.getTsId())
         coord.setGroupId(index + 1)
-        if score is not None:
-            coord.setScore(score)
+        if picks.score is not None:
+            coord.setScore(float(picks.score[i]))
         yield index, coord
 
 
@@ -141,9 +144,3 @@ def tomogramPath(tomo, folder):
     else:
         ImageHandler().convert(tomo.getFileName(), target)
     return target
-
-
-def readModelConfig(modelDir):
-    """The parsed config.json of a model folder (plain JSON: no torch needed)."""
-    with open(os.path.join(modelDir, MODEL_CONFIG)) as handle:
-        return json.load(handle)

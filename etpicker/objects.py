@@ -4,7 +4,7 @@ import os
 import pyworkflow.object as pwobj
 from pwem.objects import EMObject
 
-from .constants import MODEL_CONFIG, MODEL_WEIGHTS, MODEL_HISTORY
+from .core.model_folder import CONFIG_NAME, HISTORY_NAME, WEIGHTS_NAME
 
 
 class EtPickerModel(EMObject):
@@ -29,13 +29,13 @@ class EtPickerModel(EMObject):
         self._path.set(path)
 
     def getConfigFile(self):
-        return os.path.join(self.getPath(), MODEL_CONFIG)
+        return os.path.join(self.getPath(), CONFIG_NAME)
 
     def getWeightsFile(self):
-        return os.path.join(self.getPath(), MODEL_WEIGHTS)
+        return os.path.join(self.getPath(), WEIGHTS_NAME)
 
     def getHistoryFile(self):
-        return os.path.join(self.getPath(), MODEL_HISTORY)
+        return os.path.join(self.getPath(), HISTORY_NAME)
 
     def getClasses(self):
         return list(self._classes)

@@ -14,16 +14,20 @@ import mrcfile
 import numpy as np
 
 from . import __version__
-from .device import AMP_MODES, resolve_device
-from .io import (Coords, InputError, check_inside, check_voxel_size, open_tomogram, read_coords, repeated,
-                 sorted_names, write_coords, write_volume)
+from .device import resolve_device
+from .errors import InputError
+from .io import Coords, check_inside, open_tomogram, read_coords, repeated, sorted_names, write_coords, write_volume
 from .labels import LABEL_TYPES, paint_labels
-from .metrics import evaluate, scores
-from .model import DEFAULT_WIDTHS
-from .pick import load_model, pick_tomogram, voxel_size_warning
+from .metrics import ALL, evaluate_many, tolerances
+from .model_store import load_model
+from .pick import pick_tomogram, voxel_size_warning
+from .settings import AMP_MODES, DEFAULT_DIAMETER, MIN_VAL_PARTICLES, PickSettings, TrainSettings, check_voxel_size
 from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
-from .train import (DEFAULT_DIAMETER, DEFAULT_HARD_NEGATIVE_FRACTION, MIN_VAL_PARTICLES, class_order,
-                    expand_diameters, train)
+from .train import train
+from .train_data import class_order, expand_diameters
+
+TRAIN_DEFAULTS = TrainSettings.defaults()
+PICK_DEFAULTS = PickSettings.defaults()
 
 DEFAULT_EVALUATE_DIAMETER = 12
 
@@ -129,35 +133,31 @@ def _add_train(subparsers):
     parser.add_argument("--coords", required=True, nargs="+", type=Path, metavar="T.csv")
     parser.add_argument("--val-tomos", nargs="+", type=Path, default=[], metavar="V.mrc")
     parser.add_argument("--val-coords", nargs="+", type=Path, default=[], metavar="V.csv")
-    parser.add_argument("--val-fraction", type=_finite, default=0.2)
+    parser.add_argument("--val-fraction", type=_finite, default=TRAIN_DEFAULTS["val_fraction"])
     parser.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
-    parser.add_argument("--diameter", type=_number_list, help=_diameter_help(DEFAULT_DIAMETER))
-    parser.add_argument("--label-type", choices=LABEL_TYPES, default="tball")
+    parser.add_argument("--diameter", dest="diameters", type=_number_list, help=_diameter_help(DEFAULT_DIAMETER))
+    parser.add_argument("--label-type", choices=LABEL_TYPES, default=TRAIN_DEFAULTS["label_type"])
     parser.add_argument("--classes", type=_name_list, metavar="A,B",
                         help="class order (default: sorted class names of the coordinates)")
     parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
                         help="voxel size of all the tomograms in Å, stored in the model (default: their MRC "
                              "headers, which must agree and give one)")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"])
     parser.add_argument("--max-minutes", type=_finite, help="wall-clock budget of the whole run (minutes): the "
                         "learning rate anneals over it and training stops when it is spent, "
                         "mid-epoch if need be (that epoch is still validated), keeping the best model")
-    parser.add_argument("--patch", type=int, default=72, help="training patch size, a multiple of 8")
+    parser.add_argument("--patch", type=int, default=TRAIN_DEFAULTS["patch"], help="training patch size, a multiple of 8")
     parser.add_argument("--pad", type=int, help="tile margin of validation picking, stored in the model for "
                                                 "picking (default patch/6, 12 for 72)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=_finite, default=1e-3, help="peak learning rate of the one-cycle schedule")
-    parser.add_argument("--ce-weight", type=_finite, default=0.0, help="weight of cross-entropy added to Dice")
-    parser.add_argument("--hard-negatives", type=_finite, default=DEFAULT_HARD_NEGATIVE_FRACTION,
-                        help="patches centred on blobs away from every annotation (other macromolecules), per "
-                             "particle patch (default %(default)s: none; experimental, it did not help short CPU "
-                             "runs). Assumes the annotations are complete")
+    parser.add_argument("--batch", type=int, default=TRAIN_DEFAULTS["batch"])
+    parser.add_argument("--lr", type=_finite, default=TRAIN_DEFAULTS["lr"], help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--ce-weight", type=_finite, default=TRAIN_DEFAULTS["ce_weight"], help="weight of cross-entropy added to Dice")
     parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
                         help="do not fit the per-class shape checks after training (a logistic model on the "
                              "density around each pick, kept for a class where it raised "
                              "validation F1); assumes the annotations are complete")
     _add_amp(parser)
-    parser.add_argument("--widths", type=lambda t: _number_list(t, int), default=list(DEFAULT_WIDTHS),
+    parser.add_argument("--widths", type=lambda t: _number_list(t, int), default=list(TRAIN_DEFAULTS["widths"]),
                         metavar="W1,W2,W3,W4", help="channels per network level")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
@@ -168,17 +168,13 @@ def _add_train(subparsers):
 
 
 def _train(args):
+    settings = TrainSettings(**{name: getattr(args, name) for name in TRAIN_DEFAULTS})
     train(args.tomos, args.coords, args.out, val_tomos=args.val_tomos, val_coords=args.val_coords,
-          val_fraction=args.val_fraction, diameters=args.diameter, label_type=args.label_type,
-          classes=args.classes, epochs=args.epochs, max_minutes=args.max_minutes, patch=args.patch,
-          pad=args.pad, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
-          init_model=args.init_model, widths=args.widths, ce_weight=args.ce_weight,
-          hard_negative_fraction=args.hard_negatives, amp=args.amp, voxel_size=args.voxel_size,
-          shape_check=args.shape_check)
+          resume=args.resume, init_model=args.init_model, settings=settings)
 
 
 def _add_amp(parser):
-    parser.add_argument("--amp", choices=AMP_MODES, default="auto",
+    parser.add_argument("--amp", choices=AMP_MODES, default=TRAIN_DEFAULTS["amp"],
                         help="mixed precision. auto: the network runs in bfloat16 (float16) on a GPU and on CPUs "
                              "with native bfloat16 (about twice as fast there), else in float32; off: float32")
 
@@ -191,7 +187,7 @@ def _add_pick(subparsers):
     parser.add_argument("--out", required=True, type=Path, metavar="PRED_DIR")
     parser.add_argument("--pad", type=int, help="tile margin (default: the model's, the one its training "
                         "validated with)")
-    parser.add_argument("--threshold", type=_finite, default=0.5, help="foreground probability (1 - background) that makes a voxel "
+    parser.add_argument("--threshold", type=_finite, default=PICK_DEFAULTS["threshold"], help="foreground probability (1 - background) that makes a voxel "
                                                                      "foreground")
     parser.add_argument("--min-score", type=_finite, help="drop maxima scoring below this (default: per class, "
                                                         "the fraction of a fully segmented ball's score that gave "
@@ -201,7 +197,7 @@ def _add_pick(subparsers):
                                                            "higher score (default: half the class diameter)")
     parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
                         help="skip the model's shape checks: keep every pick above the score threshold")
-    parser.add_argument("--batch", type=int, default=4, help="tiles per network call")
+    parser.add_argument("--batch", type=int, default=PICK_DEFAULTS["batch"], help="tiles per network call")
     parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
                         help="voxel size of all the tomograms in Å, checked against the model's (default: "
                              "their MRC headers); a mismatch only warns")
@@ -213,39 +209,32 @@ def _add_pick(subparsers):
 
 
 def _pick(args):
-    if args.batch < 1:
-        raise InputError("--batch must be at least 1")
-    if not 0 < args.threshold <= 1:
-        raise InputError(f"--threshold is a probability in (0, 1], got {args.threshold}")
-    if args.min_distance is not None and not args.min_distance > 0:
-        raise InputError(f"--min-distance must be positive (voxels), got {args.min_distance}")
-    check_voxel_size(args.voxel_size)
+    settings = PickSettings(**{name: getattr(args, name) for name in PICK_DEFAULTS})
     clashes = repeated(path.stem for path in args.tomos)
     if clashes:  # picks are written to PRED_DIR/<stem>.csv: one would overwrite the other
         raise InputError(f"several tomograms are named {', '.join(clashes)}; give each its own file name")
-    device = resolve_device(args.device)
+    device = resolve_device(settings.device)
     model, config = load_model(args.model, device)
-    if args.pad is not None and not 0 <= 2 * args.pad < config["patch"]:
-        raise InputError(f"--pad must satisfy 0 <= 2*pad < the model's patch {config['patch']}, got {args.pad}")
+    pad = settings.pad_for(config)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = []
     for path in args.tomos:
         try:
-            tomogram = open_tomogram(path, args.voxel_size)  # the caller may know it better (Scipion)
+            tomogram = open_tomogram(path, settings.voxel_size)  # the caller may know it better (Scipion)
             warning = voxel_size_warning(tomogram, config)
             if warning:
                 print(warning, flush=True)
             probability = None
-            if args.save_probability:
+            if settings.save_probability:
                 probability_file = mrcfile.new_mmap(args.out / f"{tomogram.stem}_probability.mrc",
                                                     shape=tomogram.data.shape, mrc_mode=2, overwrite=True)
                 probability_file.voxel_size = tomogram.voxel_size or 0.0
                 probability = probability_file.data
             try:
-                coords = pick_tomogram(model, config, tomogram, pad=args.pad, threshold=args.threshold,
-                                       min_score=args.min_score, min_distance=args.min_distance,
-                                       batch=args.batch, device=device, probability_out=probability,
-                                       amp=args.amp, shape_check=args.shape_check)
+                coords = pick_tomogram(model, config, tomogram, pad=pad, threshold=settings.threshold,
+                                       min_score=settings.min_score, min_distance=settings.min_distance,
+                                       batch=settings.batch, device=device, probability_out=probability,
+                                       amp=settings.amp, shape_check=settings.shape_check)
             finally:
                 if probability is not None:
                     probability_file.close()
@@ -306,23 +295,15 @@ def _evaluate(args):
             diameters = diameters * len(classes)
         if len(diameters) != len(classes) or min(diameters, default=1) <= 0:
             raise InputError(f"give one positive --diameter or one per class ({','.join(classes)})")
-        tolerance = {name: diameter / 4 for name, diameter in zip(classes, diameters)}
-    totals = {}
-    for stem, truth in truths.items():
-        result = evaluate(predictions[stem], truth, tolerance)
-        for name, counts in list(result["classes"].items()) + [("all", result["all"])]:
-            total = totals.setdefault(name, [0, 0, 0])
-            for i, key in enumerate(("tp", "fp", "fn")):
-                total[i] += counts[key]
-    summary = {"classes": {name: scores(*totals[name]) for name in totals if name != "all"},
-               "all": scores(*totals["all"]), "tolerance": tolerance}
+        tolerance = tolerances(classes, diameters)
+    summary = evaluate_many([(predictions[stem], truth) for stem, truth in truths.items()], tolerance)
     print(f"{'class':<16}{'tp':>7}{'fp':>7}{'fn':>7}{'precision':>11}{'recall':>9}{'f1':>8}")
-    for name, row in list(summary["classes"].items()) + [("all", summary["all"])]:
+    for name, row in list(summary["classes"].items()) + [(ALL, summary[ALL])]:
         print(f"{name:<16}{row['tp']:>7}{row['fp']:>7}{row['fn']:>7}{row['precision']:>11.3f}"
               f"{row['recall']:>9.3f}{row['f1']:>8.3f}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"F1={summary['all']['f1']:.3f}", flush=True)
+    print(f"F1={summary[ALL]['f1']:.3f}", flush=True)
 
 
 def build_parser():

@@ -3,9 +3,8 @@ from contextlib import nullcontext
 
 import torch
 
-from .io import InputError
-
-AMP_MODES = ("auto", "off")  # automatic mixed precision
+from .errors import InputError
+from .settings import AMP_MODES
 
 
 def resolve_device(name="auto"):

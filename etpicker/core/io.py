@@ -1,26 +1,22 @@
-"""Files the core reads and writes: MRC tomograms, coordinate CSVs, model configs.
+"""Files the core reads and writes: MRC tomograms and the coordinate CSV (the one codec
+of `class,x,y,z[,score]`). The model folder has its own module (model_folder).
 
-Torch-free on purpose, so that Scipion-side code may share the CSV and config readers.
+Torch-free on purpose, so that Scipion-side code and the benchmarks share the CSV codec.
 """
 import csv
 from collections import Counter
-import json
 import math
 import mmap
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 
-CONFIG_NAME = "config.json"
+from .errors import InputError
+from .settings import voxel_sizes_agree
+
 COORD_COLUMNS = ("class", "x", "y", "z")
-VOXEL_SIZE_TOLERANCE = 0.01  # relative difference below which two voxel sizes are the same
-
-
-class InputError(ValueError):
-    """Bad user input; the command line prints it on one line and exits with status 2."""
 
 
 @dataclass
@@ -73,17 +69,6 @@ def open_tomogram(path, voxel_size=None) -> Tomogram:
     if voxel_size is None:
         voxel_size = _cubic_voxel_size(path, sizes)
     return Tomogram(path=path, stem=path.stem, data=data, voxel_size=voxel_size)
-
-
-def check_voxel_size(value):
-    """InputError unless a stated voxel size (--voxel-size, Å) is None or positive."""
-    if value is not None and not value > 0:
-        raise InputError(f"--voxel-size must be positive (Å), got {value}")
-
-
-def voxel_sizes_agree(sizes):
-    """Whether voxel sizes (Å) are one size, within VOXEL_SIZE_TOLERANCE."""
-    return max(sizes) <= min(sizes) * (1 + VOXEL_SIZE_TOLERANCE)
 
 
 def _cubic_voxel_size(path, sizes):
@@ -203,22 +188,3 @@ def check_inside(xyz, shape_zyx, path):
         raise InputError(f"{path}: {int(outside.sum())} of {len(xyz)} centres fall outside the tomogram "
                          f"(x,y,z size {int(size_xyz[0])},{int(size_xyz[1])},{int(size_xyz[2])}), "
                          f"e.g. x={first[0]:g}, y={first[1]:g}, z={first[2]:g}")
-
-
-def read_config(folder) -> dict:
-    path = Path(folder) / CONFIG_NAME
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing; is {folder} a model folder?") from None
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable JSON file ({error})") from None
-
-
-def write_config(folder, config: dict):
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Training rewrites the config when validation improves: never leave half a file.
-    temporary = folder / (CONFIG_NAME + ".tmp")
-    temporary.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(temporary, folder / CONFIG_NAME)

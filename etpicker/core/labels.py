@@ -6,7 +6,7 @@ distances are measured from the cube's geometric centre; r = (d - 1) / 2.
 """
 import numpy as np
 
-from .io import InputError
+from .errors import InputError
 
 LABEL_TYPES = ("tball", "ball", "cubic", "gaussian")
 # Below 3 voxels a ball paints nothing (d = 2: every voxel lies 0.87 from the centre, r = 0.5).

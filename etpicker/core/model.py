@@ -3,16 +3,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .io import InputError
-
-DEFAULT_WIDTHS = (24, 48, 72, 108)
-
-
-def check_widths(widths):
-    """Network widths as 4 positive ints; InputError otherwise."""
-    if len(widths) != 4 or any(not float(w) == int(w) > 0 for w in widths):
-        raise InputError(f"the network widths must be 4 positive whole numbers, got {list(widths)}")
-    return [int(w) for w in widths]
+from .settings import DEFAULT_WIDTHS
 
 
 def coordinate_channels(like):
@@ -94,3 +85,9 @@ class ResUNet3D(nn.Module):
         for up, decoder in zip(self.ups, self.decoders):
             h = decoder(up(h) + skips.pop())
         return self.head(h)
+
+
+def build_model(config):
+    """The (untrained) network a model config describes."""
+    return ResUNet3D(len(config["classes"]), widths=tuple(config["widths"]),
+                     coordconv=config.get("coordconv", True), pyramid=config.get("pyramid", True))

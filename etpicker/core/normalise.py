@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-from .io import InputError, release_pages
+from .errors import InputError
+from .io import release_pages
 
 MAX_SAMPLES = 16_000_000
 TAIL_PERCENT = 0.1  # each tail; gold beads and hot pixels live there

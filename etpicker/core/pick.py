@@ -1,74 +1,14 @@
-"""A model folder and a tomogram in, particle centres out (segment + MP-NMS)."""
-from pathlib import Path
-
+"""A model and a tomogram in, particle centres out (segment + MP-NMS + shape checks)."""
 import numpy as np
 import torch
 
 from .device import autocast_dtype
-from .io import VOXEL_SIZE_TOLERANCE, Coords, InputError, read_config
-from .labels import check_diameters
-from .model import ResUNet3D, check_widths
+from .io import Coords
 from .normalise import robust_stats
-from .postprocess import DEFAULT_RELATIVE_MIN_SCORE, mp_nms
+from .postprocess import mp_nms
+from .settings import DEFAULT_RELATIVE_MIN_SCORE, VOXEL_SIZE_TOLERANCE
 from .shape_check import CANDIDATE_RELATIVE_MIN_SCORE, apply_checks, checks_from_config
 from .tiling import segment
-
-WEIGHTS_NAME = "weights.pt"
-CONFIG_KEYS = ("classes", "diameters", "voxel_size", "widths", "patch", "pad")  # what picking needs
-
-
-def build_model(config):
-    """The network described by a model config (untrained)."""
-    return ResUNet3D(len(config["classes"]), widths=tuple(config["widths"]),
-                     coordconv=config.get("coordconv", True), pyramid=config.get("pyramid", True))
-
-
-def check_config(config, path):
-    """InputError unless a model config holds what picking needs, consistently."""
-    missing = [key for key in CONFIG_KEYS if key not in config]
-    if missing:
-        raise InputError(f"{path}: missing {', '.join(missing)}")
-    try:
-        _check_config_values(config)
-    except InputError as error:
-        raise InputError(f"{path}: {error}") from None
-    except (TypeError, ValueError) as error:  # wrong JSON types, e.g. hand-edited
-        raise InputError(f"{path}: malformed ({error})") from None
-
-
-def _check_config_values(config):
-    classes, patch, pad = list(config["classes"]), config["patch"], config["pad"]
-    if not classes or len(config["diameters"]) != len(classes):
-        raise InputError(f"give one diameter per class ({len(classes)})")
-    check_diameters(config["diameters"])
-    check_widths(config["widths"])
-    if not (isinstance(patch, int) and patch >= 16 and patch % 8 == 0 and isinstance(pad, int)
-            and 0 <= 2 * pad < patch):
-        raise InputError("patch must be a multiple of 8 (at least 16) and pad satisfy 0 <= 2*pad < patch")
-    if not float(config["voxel_size"]) > 0:
-        raise InputError("voxel_size must be positive")
-    checks_from_config(config)
-
-
-def load_model(model_dir, device="cpu"):
-    """(model in eval mode on `device`, config) from a model folder."""
-    model_dir = Path(model_dir)
-    config = read_config(model_dir)
-    check_config(config, model_dir / "config.json")
-    weights = model_dir / WEIGHTS_NAME
-    if not weights.is_file():
-        raise InputError(f"{weights}: missing; was the model trained to the end (or resumed)?")
-    try:
-        state = torch.load(weights, map_location=device, weights_only=True)
-    except Exception as error:  # torch raises many kinds for a damaged file; all mean "unreadable"
-        raise InputError(f"{weights}: not a readable weights file ({type(error).__name__})") from None
-    model = build_model(config)
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputError(f"{weights}: does not match {model_dir / 'config.json'} ({first_line})") from None
-    return model.to(device).eval(), config
 
 
 def voxel_size_warning(tomogram, config):

@@ -14,11 +14,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from .labels import paint_labels
-
-# Scores grow with blob volume but their scale depends on the diameter (pooling passes), so
-# the default threshold is relative: a maximum must reach this fraction of the score of a
-# fully segmented ball of the class diameter. Specks of a few voxels stay far below it.
-DEFAULT_RELATIVE_MIN_SCORE = 0.5
+from .settings import DEFAULT_RELATIVE_MIN_SCORE
 # Maxima of touching particles are pulled ~1-2 voxels towards each other by the pooling,
 # so de-duplicating at a full diameter would merge them; half a diameter does not.
 DEFAULT_MIN_DISTANCE_FACTOR = 0.5

@@ -1,5 +1,5 @@
-"""Training patches: one per annotated particle (random offset) plus background ones, some
-at random places and some centred on hard negatives (blobs away from the annotations).
+"""Training patches: one per annotated particle (random offset) plus background ones at
+random places.
 
 Patches are read from the tomogram's memory map one at a time and standardised with the
 tomogram's robust statistics; labels are painted for the patch box only.
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .io import InputError
+from .errors import InputError
 from .labels import paint_labels
 
 
@@ -29,7 +29,6 @@ class PatchSource:
     class_ids: np.ndarray
     trainable: np.ndarray
     limit_zyx: tuple
-    negatives_zyx: np.ndarray = None  # hard-negative centres (negatives.hard_negatives)
 
 
 def patch_origin(centre_zyx, patch, limit_zyx):
@@ -39,9 +38,8 @@ def patch_origin(centre_zyx, patch, limit_zyx):
 
 
 class PatchSampler:
-    """Per epoch: every trainable particle once, `background_fraction` x as many random
-    background patches and `hard_negative_fraction` x as many patches on hard negatives
-    (random background instead when a source has none).
+    """Per epoch: every trainable particle once and `background_fraction` x as many random
+    background patches.
 
     A particle patch is centred on its particle moved by up to `max_offset` voxels per axis.
     Training passes patch/2 - pad: picking keeps each tile's central patch - 2 pad voxels,
@@ -51,19 +49,15 @@ class PatchSampler:
     its picks within 8.7 voxels of a tile's centre had precision 0.52-0.59 and recall
     0.91-1.00, those beyond 0.70 and 0.80 (bench/README.md)."""
 
-    def __init__(self, sources, diameters, label_type, patch, background_fraction=0.15,
-                 hard_negative_fraction=0.0, max_offset=None):
+    def __init__(self, sources, diameters, label_type, patch, background_fraction=0.15, max_offset=None):
         self.sources = sources
         self.diameters = list(diameters)
         self.label_type = label_type
         self.patch = patch
         self.max_offset = patch // 3 if max_offset is None else int(max_offset)
         n_particles = sum(int(source.trainable.sum()) for source in sources)
-        self.n_hard = int(round(hard_negative_fraction * n_particles))
         self.n_background = int(round(background_fraction * n_particles))
-        self.n_patches = n_particles + self.n_background + self.n_hard
-        self.negatives = [(index, centre) for index, source in enumerate(sources)
-                          if source.negatives_zyx is not None for centre in source.negatives_zyx]
+        self.n_patches = n_particles + self.n_background
 
     def _around(self, index, centre, rng):
         offset = rng.integers(-self.max_offset, self.max_offset + 1, size=3)
@@ -75,13 +69,7 @@ class PatchSampler:
         for index, source in enumerate(self.sources):
             for centre in source.centres_zyx[source.trainable]:
                 plan.append(self._around(index, centre, rng))
-        n_random = self.n_background
-        if self.negatives:
-            for pick in rng.choice(len(self.negatives), size=self.n_hard, replace=self.n_hard > len(self.negatives)):
-                plan.append(self._around(*self.negatives[pick], rng))
-        else:
-            n_random += self.n_hard
-        for _ in range(n_random):
+        for _ in range(self.n_background):
             index = int(rng.integers(len(self.sources)))
             limit = np.asarray(self.sources[index].limit_zyx)
             centre = rng.uniform(0, limit)

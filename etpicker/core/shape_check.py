@@ -17,7 +17,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage, special
 
-from .io import InputError, release_pages
+from .errors import InputError
+from .io import release_pages
 
 RADIUS_FACTOR = 1.5  # profile radius / weak-label diameter: the particle and a shell of its surroundings
 SMOOTHING_SIGMA = 1.0  # voxels; the smoothed profile sees the shape past the noise

@@ -6,8 +6,10 @@ import numpy as np
 import torch
 
 from .device import autocast
-from .io import InputError, release_pages
+from .errors import InputError
+from .io import release_pages
 from .prefetch import prefetch
+from .settings import check_pad, check_probability_threshold
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,7 @@ def _axis_tiles(size, patch, pad):
 def tile_origins(shape, patch, pad):
     """All tiles covering a volume of `shape` (z, y, x): tile edges of `pad` voxels are
     discarded, so the stride is patch - 2 * pad; kept regions cover every voxel once."""
-    if not 0 <= 2 * pad < patch:
-        raise InputError(f"pad must satisfy 0 <= 2*pad < patch; got pad {pad} with patch {patch}")
+    check_pad(pad, patch)
     per_axis = [_axis_tiles(int(size), patch, pad) for size in shape]
     return [Tile(tuple(t[0] for t in combo), tuple(t[1] for t in combo), tuple(t[2] for t in combo))
             for combo in product(*per_axis)]
@@ -87,8 +88,7 @@ def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", thr
     writable memory map), receives the foreground probability 1 - p_background (float32).
     The network runs in `amp_dtype` (device.autocast_dtype; None: float32). The model is
     left in eval mode."""
-    if not 0 < threshold <= 1:
-        raise InputError(f"the probability threshold must lie in (0, 1], got {threshold}")
+    check_probability_threshold(threshold)
     device = torch.device(device)
     class_map = np.zeros(volume.shape, dtype=np.uint8)
     tiles = tile_origins(volume.shape, patch, pad)

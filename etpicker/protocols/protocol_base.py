@@ -7,8 +7,9 @@ from pyworkflow.protocol import params
 from tomo.protocols import ProtTomoBase
 
 from .. import Plugin, convert
-from ..core import io  # torch-free: file conventions shared with the core
-from ..constants import LABEL_TYPES, MIN_DIAMETER, VOXEL_SIZE_TOLERANCE
+from ..core import io  # torch-free, like the rules below: file conventions shared with the core
+from ..core.labels import LABEL_TYPES, MIN_DIAMETER
+from ..core.settings import voxel_sizes_agree
 
 
 class EtPickerProtBase(EMProtocol, ProtTomoBase):
@@ -25,7 +26,7 @@ class EtPickerProtBase(EMProtocol, ProtTomoBase):
 
     def _defineLabelParams(self, form):
         """Label type and diameters: weak labels and train paint the same masks."""
-        form.addParam("labelType", params.EnumParam, choices=LABEL_TYPES, default=0,
+        form.addParam("labelType", params.EnumParam, choices=list(LABEL_TYPES), default=0,
                       label="Label type",
                       help="tball (truncated ball, recommended), ball, cubic or gaussian.")
         form.addParam("diameters", params.StringParam, default="",
@@ -93,7 +94,7 @@ class EtPickerProtBase(EMProtocol, ProtTomoBase):
     @staticmethod
     def _voxelSizeErrors(tomograms, model):
         voxelSize, samplingRate = model.getVoxelSize(), tomograms.getSamplingRate()
-        if abs(samplingRate - voxelSize) > VOXEL_SIZE_TOLERANCE * voxelSize:
+        if not voxel_sizes_agree([samplingRate, voxelSize]):
             return ["The tomograms are at %.3f Å/voxel but the model was trained at "
                     "%.3f Å/voxel: rescale (bin) the tomograms to %.3f Å/voxel, or "
                     "train a model on tomograms at %.3f Å/voxel."

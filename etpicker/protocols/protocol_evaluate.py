@@ -7,116 +7,14 @@ import numpy as np
 from pyworkflow.protocol import params
 
 from .. import convert
-from ..core import io, metrics  # torch-free parts of the core
+from ..core import io, metrics  # torch-free parts of the core: the CSV codec and scoring
+from ..core.metrics import ALL, COUNTS, RATIOS
 from .protocol_base import EtPickerProtBase
 
 EVALUATION_JSON = "evaluation.json"
 EVALUATION_TABLE = "evaluation.csv"
 THRESHOLD_CURVE = "threshold_curve.csv"
-COUNTS = ("tp", "fp", "fn")
-RATIOS = ("precision", "recall", "f1")
 TABLE_COLUMNS = ("class",) + COUNTS + RATIOS
-CURVE_COLUMNS = ("class", "threshold") + COUNTS + RATIOS
-ALL = "all"  # the class-agnostic entry of an evaluation (docs/DESIGN.md)
-
-
-def evaluateTomograms(pairs, tolerance):
-    """The core's ``metrics.evaluate`` over several tomograms: TP/FP/FN summed per class
-    and for all classes, then precision/recall/F1 from the sums (the same layout).
-
-    pairs: [(picks, reference)] core Coords of the same tomogram; tolerance in voxels.
-    """
-    totals = {}
-    for picks, reference in pairs:
-        result = metrics.evaluate(picks, reference, tolerance)
-        for name, counts in list(result["classes"].items()) + [(ALL, result[ALL])]:
-            summed = totals.setdefault(name, [0, 0, 0])
-            for i, key in enumerate(COUNTS):
-                summed[i] += counts[key]
-    overall = metrics.scores(*totals.pop(ALL, (0, 0, 0)))
-    return {"classes": {name: metrics.scores(*counts) for name, counts in sorted(totals.items())},
-            ALL: overall, "tolerance": tolerance}
-
-
-def thresholdCurve(pairs, tolerance, nThresholds=40):
-    """Precision, recall and F1 against the minimum score kept.
-
-    pairs: [(picks, reference)] core Coords of the same tomogram, the picks with scores.
-    Returns {class name or 'all': {'threshold', 'tp', ..., 'f1': arrays}}.
-    """
-    scores = np.concatenate([picks.score for picks, _ in pairs if len(picks)] or [[]])
-    if scores.size == 0:
-        raise ValueError("no scored picks to draw a threshold curve from")
-    # Actual scores as thresholds, so every point of the curve is a reachable cut.
-    thresholds = np.unique(np.quantile(scores, np.linspace(0, 1, nThresholds), method="lower"))
-    names = sorted({str(n) for _, reference in pairs for n in reference.names}) + [ALL]
-    curve = {name: {k: [] for k in CURVE_COLUMNS[1:]} for name in names}
-    for threshold in thresholds:
-        result = evaluateTomograms([(picks.subset(picks.score >= threshold), reference)
-                                    for picks, reference in pairs], tolerance)
-        for name in names:
-            values = result[ALL] if name == ALL else result["classes"][name]
-            curve[name]["threshold"].append(threshold)
-            for key in COUNTS + RATIOS:
-                curve[name][key].append(values[key])
-    return {name: {k: np.array(v) for k, v in table.items()} for name, table in curve.items()}
-
-
-def writeCurve(path, curve):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CURVE_COLUMNS)
-        for name, table in curve.items():
-            for i, threshold in enumerate(table["threshold"]):
-                writer.writerow([name, "%.6g" % threshold] +
-                                [int(table[k][i]) for k in COUNTS] +
-                                ["%.6f" % table[k][i] for k in RATIOS])
-
-
-def readCurve(path):
-    """A curve written by ``writeCurve``: {class name: {column: array}}."""
-    curve = {}
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            table = curve.setdefault(row["class"], {k: [] for k in CURVE_COLUMNS[1:]})
-            for key in CURVE_COLUMNS[1:]:
-                table[key].append(float(row[key]))
-    return {name: {k: np.array(v) for k, v in table.items()} for name, table in curve.items()}
-
-
-def scoredPositions(coordSet):
-    """``{tsId: (positions, scores)}`` of a set: BOTTOM_LEFT_CORNER voxels at the set's
-    sampling rate, and the scores (None where a coordinate has none)."""
-    positions = convert.readCoordinates(coordSet)
-    scores = {}
-    # A second flat pass in the same order: readCoordinates keeps positions only.
-    for coord in coordSet.iterItems(orderBy="id"):
-        scores.setdefault(coord.getTomoId(), []).append(coord.getScore())
-    return {tsId: (positions[tsId], scores[tsId]) for tsId in positions}
-
-
-def coordsPerTomogram(namedSets, tomograms):
-    """Core ``Coords`` per tsId of ``tomograms``, in voxels of each tomogram.
-
-    namedSets: [(class name, SetOfCoordinates3D)]. Scores are kept when every
-    coordinate has one; tomograms without coordinates get empty Coords.
-    """
-    perClass = [(name, coordSet.getSamplingRate(), scoredPositions(coordSet))
-                for name, coordSet in namedSets]
-    result = {}
-    for tomo in tomograms:
-        tsId = tomo.getTsId()
-        names, xyz, scores = [], [], []
-        for name, coordRate, byTomogram in perClass:
-            positions, classScores = byTomogram.get(tsId, ([], []))
-            scale = coordRate / tomo.getSamplingRate()
-            names += [name] * len(positions)
-            xyz += [[v * scale for v in position] for position in positions]
-            scores += classScores
-        hasScores = all(s is not None for s in scores)
-        result[tsId] = io.Coords(np.array(names, dtype=str), np.array(xyz, float).reshape(-1, 3),
-                                 np.array(scores, float) if hasScores else None)
-    return result
 
 
 class EtPickerProtEvaluate(EtPickerProtBase):
@@ -165,15 +63,15 @@ class EtPickerProtEvaluate(EtPickerProtBase):
         if unscored:
             self.info("Picks on tomograms without reference coordinates are not scored: %s."
                       % ", ".join(unscored))
-        result = evaluateTomograms(pairs, self._toleranceVoxels())
+        result = metrics.evaluate_many(pairs, self._toleranceVoxels())
         with open(self._getExtraPath(EVALUATION_JSON), "w") as handle:
             json.dump(result, handle, indent=2)
         self._writeTable(result)
         # tomo gives every coordinate a score (0 by default): a curve needs scores that vary.
         scores = [p.score for p, _ in pairs if len(p)]
         if scores and all(s is not None for s in scores) and np.ptp(np.concatenate(scores)) > 0:
-            writeCurve(self._getExtraPath(THRESHOLD_CURVE),
-                       thresholdCurve(pairs, self._toleranceVoxels()))
+            metrics.write_curve(self._getExtraPath(THRESHOLD_CURVE),
+                                metrics.threshold_curve(pairs, self._toleranceVoxels()))
         overall = result[ALL]
         self.info("F1=%.4f (precision %.4f, recall %.4f; TP %d, FP %d, FN %d)"
                   % (overall["f1"], overall["precision"], overall["recall"],
@@ -202,7 +100,7 @@ class EtPickerProtEvaluate(EtPickerProtBase):
     def _coordsPerTomogram(self):
         tomograms = self.tomograms()
         picked, reference = self.namedSets()
-        return coordsPerTomogram(picked, tomograms), coordsPerTomogram(reference, tomograms)
+        return convert.coordsPerTomogram(picked, tomograms), convert.coordsPerTomogram(reference, tomograms)
 
     def _toleranceVoxels(self):
         return self.tolerance.get() / self.inputReference[0].get().getPrecedents().getSamplingRate()

@@ -4,8 +4,9 @@ import shutil
 
 from pyworkflow.protocol import params
 
-from .. import convert
-from ..constants import OUTPUT_MODEL, MODEL_CONFIG, MODEL_CONFIG_KEYS, MODEL_WEIGHTS
+from ..constants import OUTPUT_MODEL
+from ..core import model_folder  # torch-free: the model folder's contract, checked as the core does
+from ..core.errors import InputError
 from ..objects import EtPickerModel
 from .protocol_base import EtPickerProtBase
 
@@ -20,8 +21,9 @@ class EtPickerProtImportModel(EtPickerProtBase):
         form.addSection(label="Input")
         form.addParam("modelDir", params.PathParam, important=True,
                       label="Model folder",
-                      help="Folder with %s and %s (history.csv is kept when present). "
-                           "It is copied into the project." % (MODEL_CONFIG, MODEL_WEIGHTS))
+                      help="Folder with %s and %s (%s is kept when present). It is copied "
+                           "into the project." % (model_folder.CONFIG_NAME, model_folder.WEIGHTS_NAME,
+                                                  model_folder.HISTORY_NAME))
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.importStep)
@@ -30,25 +32,22 @@ class EtPickerProtImportModel(EtPickerProtBase):
         target = self._getExtraPath("model")
         shutil.copytree(self.modelDir.get(), target, dirs_exist_ok=True)
         model = EtPickerModel()
-        model.setFromConfig(target, convert.readModelConfig(target))
+        model.setFromConfig(target, model_folder.read_checked_config(target))
         self._defineOutputs(**{OUTPUT_MODEL: model})
 
     def _validate(self):
         folder = self.modelDir.get() or ""
         if not os.path.isdir(folder):
             return ["The model folder '%s' does not exist." % folder]
-        missing = [f for f in (MODEL_CONFIG, MODEL_WEIGHTS)
+        missing = [f for f in (model_folder.CONFIG_NAME, model_folder.WEIGHTS_NAME)
                    if not os.path.exists(os.path.join(folder, f))]
         if missing:
             return ["The model folder %s is missing %s: it is not an etpicker model."
                     % (folder, ", ".join(missing))]
         try:
-            config = convert.readModelConfig(folder)
-        except ValueError as error:
-            return ["%s in %s is not valid JSON (%s)." % (MODEL_CONFIG, folder, error)]
-        absent = [key for key in MODEL_CONFIG_KEYS if key not in config]
-        if absent:
-            return ["%s in %s lacks %s." % (MODEL_CONFIG, folder, ", ".join(absent))]
+            model_folder.read_checked_config(folder)
+        except InputError as error:
+            return ["This is not a model etpicker can pick with: %s" % error]
         return []
 
     def _summary(self):

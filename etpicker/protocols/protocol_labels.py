@@ -5,7 +5,8 @@ from pyworkflow.protocol import params
 from tomo.objects import SetOfTomoMasks, TomoMask
 
 from .. import convert
-from ..constants import LABEL_TYPES, OUTPUT_LABELS
+from ..constants import OUTPUT_LABELS
+from ..core.labels import LABEL_TYPES
 from .protocol_base import EtPickerProtBase, quote, diameterArgs, diameterErrors
 
 

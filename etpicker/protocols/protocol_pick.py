@@ -6,7 +6,10 @@ from pyworkflow.protocol import params, STEPS_PARALLEL
 
 from .. import convert
 from ..constants import OUTPUT_COORDINATES_PREFIX
+from ..core.settings import PickSettings  # torch-free
 from .protocol_base import EtPickerProtBase, quote
+
+DEFAULTS = PickSettings.defaults()  # the core's, for the form
 
 
 class EtPickerProtPick(EtPickerProtBase):
@@ -41,7 +44,7 @@ class EtPickerProtPick(EtPickerProtBase):
                            "model, twice its largest label diameter.")
 
         form.addSection(label="Picking")
-        form.addParam("threshold", params.FloatParam, default=0.5,
+        form.addParam("threshold", params.FloatParam, default=DEFAULTS["threshold"],
                       label="Segmentation threshold",
                       help="Probability (0 < p <= 1) from which a voxel belongs to a class.")
         form.addParam("minScore", params.FloatParam, allowsNull=True,
@@ -53,7 +56,7 @@ class EtPickerProtPick(EtPickerProtBase):
                       label="Minimum distance (voxels) (optional)",
                       help="Of two picks closer than this, keep the higher score. "
                            "Empty: the core's default (from the label diameters).")
-        form.addParam("shapeCheck", params.BooleanParam, default=True,
+        form.addParam("shapeCheck", params.BooleanParam, default=DEFAULTS["shape_check"],
                       label="Use the model's shape checks?",
                       help="Where training fitted a shape check for a class (a logistic model on "
                            "the density around each pick, kept where it raised "
@@ -64,7 +67,7 @@ class EtPickerProtPick(EtPickerProtBase):
                       help="Border of each tile discarded (tiles overlap by twice this). "
                            "Empty: the model's, the padding its training validated with "
                            "(1/6 of its patch size by default).")
-        form.addParam("batch", params.IntParam, default=4, label="Batch size (tiles)")
+        form.addParam("batch", params.IntParam, default=DEFAULTS["batch"], label="Batch size (tiles)")
         form.addParallelSection(threads=1, mpi=0)
 
     def _insertAllSteps(self):

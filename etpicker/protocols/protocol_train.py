@@ -4,9 +4,16 @@ import os
 from pyworkflow.protocol import params
 
 from .. import convert
-from ..constants import LABEL_TYPES, MIN_VAL_PARTICLES, OUTPUT_MODEL, MODEL_CHECKPOINT
+from ..constants import OUTPUT_MODEL
+from ..core import model_folder, settings  # torch-free: the core's rules for these fields
+from ..core.errors import InputError
+from ..core.labels import LABEL_TYPES
+from ..core.settings import MIN_VAL_PARTICLES
 from ..objects import EtPickerModel
 from .protocol_base import EtPickerProtBase, quote, quoteAll, diameterArgs, diameterErrors
+
+
+DEFAULTS = settings.TrainSettings.defaults()  # the core's, for the form
 
 
 class EtPickerProtTrain(EtPickerProtBase):
@@ -42,7 +49,7 @@ class EtPickerProtTrain(EtPickerProtBase):
                       pointerClass="SetOfCoordinates3D", allowsNull=True,
                       condition="valTomograms", label="Validation coordinates",
                       help="One set per class, in the same order as the training sets.")
-        form.addParam("valFraction", params.FloatParam, default=0.2,
+        form.addParam("valFraction", params.FloatParam, default=DEFAULTS["val_fraction"],
                       condition="not valTomograms", label="Validation fraction",
                       help="Fraction (0-1) of the training data held out for validation "
                            "when no validation tomograms are given.")
@@ -55,23 +62,23 @@ class EtPickerProtTrain(EtPickerProtBase):
         self._defineLabelParams(form)
 
         form.addSection(label="Training")
-        form.addParam("patch", params.IntParam, default=72, label="Patch size (voxels)",
+        form.addParam("patch", params.IntParam, default=DEFAULTS["patch"], label="Patch size (voxels)",
                       help="Edge of the cubic training patch, a multiple of 8.")
         form.addParam("pad", params.IntParam, allowsNull=True,
                       label="Tile padding (voxels) (optional)",
                       help="Border of each tile discarded when validating by picking; "
                            "the model keeps it for picking. Empty: the core's default "
                            "(1/6 of the patch).")
-        form.addParam("epochs", params.IntParam, default=60, label="Epochs")
+        form.addParam("epochs", params.IntParam, default=DEFAULTS["epochs"], label="Epochs")
         form.addParam("maxMinutes", params.FloatParam, default=0,
                       label="Time budget (minutes)",
                       help="Stop after this many minutes, keeping the best model so far. "
                            "0: no limit.")
-        form.addParam("batch", params.IntParam, default=8, label="Batch size (patches)")
-        form.addParam("learningRate", params.FloatParam, default=1e-3,
+        form.addParam("batch", params.IntParam, default=DEFAULTS["batch"], label="Batch size (patches)")
+        form.addParam("learningRate", params.FloatParam, default=DEFAULTS["lr"],
                       label="Learning rate")
-        form.addParam("seed", params.IntParam, default=0, label="Random seed")
-        form.addParam("shapeCheck", params.BooleanParam, default=True,
+        form.addParam("seed", params.IntParam, default=DEFAULTS["seed"], label="Random seed")
+        form.addParam("shapeCheck", params.BooleanParam, default=DEFAULTS["shape_check"],
                       label="Fit shape checks?",
                       help="After training, fit per class a logistic model on the density "
                            "around the network's picks (radial profile, and how it is arranged on each "
@@ -131,13 +138,13 @@ class EtPickerProtTrain(EtPickerProtBase):
             args.append("--no-shape-check")
         # A checkpoint here means this step is being re-run by "Continue": a
         # restart wipes the run's folder first.
-        if os.path.exists(os.path.join(self._modelDir(), MODEL_CHECKPOINT)):
+        if os.path.exists(os.path.join(self._modelDir(), model_folder.CHECKPOINT_NAME)):
             args.append("--resume")
         self._runCore("train", *args)
 
     def createOutputStep(self):
         model = EtPickerModel()
-        model.setFromConfig(self._modelDir(), convert.readModelConfig(self._modelDir()))
+        model.setFromConfig(self._modelDir(), model_folder.read_config(self._modelDir()))
         model.setBoxSizes([(p.get().getBoxSize() or 0) * p.get().getSamplingRate()
                            for p in self.inputCoordinates])
         self._defineOutputs(**{OUTPUT_MODEL: model})
@@ -148,10 +155,6 @@ class EtPickerProtTrain(EtPickerProtBase):
     # --------------------------- UTILS ---------------------------------------
     def _classNames(self):
         return convert.classNames(list(self.inputCoordinates))
-
-    def _widthsValid(self):
-        parts = self.widths.get().replace(" ", "").split(",")
-        return len(parts) == 4 and all(p.isdigit() and int(p) > 0 for p in parts)
 
     def _modelDir(self):
         return self._getExtraPath("model")
@@ -199,20 +202,13 @@ class EtPickerProtTrain(EtPickerProtBase):
                               "the training order; got %d." % (len(coordSets), len(valSets)))
             errors += self._emptySetErrors(valSets, "validation coordinates")
             valRate = self.valTomograms.get().getSamplingRate()
-            if abs(valRate - tomograms.getSamplingRate()) > 0.01 * tomograms.getSamplingRate():
+            if not settings.voxel_sizes_agree([valRate, tomograms.getSamplingRate()]):
                 errors.append("Validation tomograms (%.3f Å/voxel) must have the training "
                               "tomograms' sampling rate (%.3f Å/voxel)."
                               % (valRate, tomograms.getSamplingRate()))
         elif not 0 < self.valFraction.get() < 1:
             errors.append("The validation fraction must lie between 0 and 1.")
-        if self.patch.get() % 8 or self.patch.get() < 16:
-            errors.append("The patch size must be a multiple of 8 and at least 16 voxels.")
-        elif self.pad.get() is not None and not 0 <= 2 * self.pad.get() < self.patch.get():
-            errors.append("The tile padding must be at least 0 and under half the patch "
-                          "size (voxels).")
-        if self.widths.get() and not self._widthsValid():
-            errors.append("Network widths must be 4 positive whole numbers, e.g. "
-                          "24,48,72,108; got '%s'." % self.widths.get())
+        errors += self._settingErrors()
         initModel = self.initModel.get()
         if initModel is not None:
             errors += self._modelErrors(initModel)
@@ -220,6 +216,22 @@ class EtPickerProtTrain(EtPickerProtBase):
         errors += diameterErrors(self.diameters.get(), len(coordSets),
                                  tomograms.getSamplingRate())
         return errors
+
+    def _settingErrors(self):
+        """The core's own checks of patch, padding and widths, as form messages."""
+        try:
+            patch = settings.check_patch(self.patch.get())
+            if self.pad.get() is not None:
+                settings.check_pad(self.pad.get(), patch)
+            if self.widths.get():
+                parts = self.widths.get().replace(" ", "").split(",")
+                if not all(p.isdigit() for p in parts):
+                    raise InputError("the network widths must be whole numbers, e.g. 24,48,72,108; "
+                                     "got '%s'" % self.widths.get())
+                settings.check_widths([int(p) for p in parts])
+        except InputError as error:
+            return ["%s." % str(error).capitalize()]
+        return []
 
     def _warnings(self):
         """Asked before launching: a validation set too thin to choose on."""

@@ -4,8 +4,6 @@ Pure matplotlib and numpy: every function draws into a given ``matplotlib.figure
 from arrays or files, so the figures can be tested and produced without a Scipion project.
 Nothing here imports torch (viewers run in Scipion's environment).
 """
-import csv
-
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap
@@ -13,9 +11,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Patch
 from matplotlib.ticker import MaxNLocator
 
-HISTORY_COLUMNS = ('epoch', 'train_loss', 'val_loss', 'val_precision', 'val_recall',
-                   'val_f1', 'seconds')
-ALL_CLASSES = 'all'  # the class-agnostic entry of an evaluation (docs/DESIGN.md)
+from ..core.metrics import ALL  # torch-free, like core.model_folder
+from ..core.model_folder import kept_epoch
 # Slices averaged on each side of the chosen one: cryo-ET slices are very noisy.
 DEFAULT_SLAB_HALF_WIDTH = 2
 # Reference circles are drawn a little larger, dashed, so both stay visible on a match.
@@ -26,15 +23,6 @@ def class_colours(class_names):
     """One distinct colour per class name, stable for a given class list."""
     palette = colormaps['tab10'].colors
     return {name: palette[i % len(palette)] for i, name in enumerate(class_names)}
-
-
-def read_history(path):
-    """history.csv of a model folder -> dict of float arrays, one per column."""
-    with open(path, newline='') as handle:
-        rows = list(csv.DictReader(handle))
-    return {name: np.array([float(row[name]) if row.get(name) not in ('', None) else np.nan
-                            for row in rows])
-            for name in HISTORY_COLUMNS}
 
 
 def slab_mean(volume, axis, index, half_width=DEFAULT_SLAB_HALF_WIDTH):
@@ -60,11 +48,14 @@ def contrast_limits(image, low=1.0, high=99.0):
 
 
 # ---------------------------------------------------------------- figures
-def draw_training_history(figure, history, title='Training'):
-    """Loss and validation precision/recall/F1 per epoch from a history dict."""
-    epochs = history['epoch']
-    if epochs.size == 0:
+def draw_training_history(figure, rows, config=None, title='Training'):
+    """Loss and validation precision/recall/F1 per epoch from history rows
+    (model_folder.read_history), marking the epoch whose weights the model kept (from its
+    config, else by the rule training keeps them by)."""
+    if not rows:
         raise ValueError('the training history is empty: no epoch finished yet')
+    history = {key: np.array([row[key] for row in rows], dtype=float) for key in rows[0] if key != 'val_min_scores'}
+    epochs = history['epoch']
     figure.set_layout_engine('constrained')
     loss_axes, score_axes = figure.subplots(1, 2)
     loss_axes.plot(epochs, history['train_loss'], 'o-', label='training loss', ms=3)
@@ -79,12 +70,13 @@ def draw_training_history(figure, history, title='Training'):
         score_axes.plot(epochs, history[key], 'o-', label=label, ms=3,
                         lw=2.5 if key == 'val_f1' else 1.2)
     f1 = history['val_f1']
-    if np.isfinite(f1).any():
-        best = int(np.nanargmax(f1))
-        score_axes.axvline(epochs[best], color='grey', ls=':', lw=1)
-        score_axes.annotate(f'best F1 {f1[best]:.3f}\nepoch {int(epochs[best])}',
-                            (epochs[best], f1[best]), xytext=(-8, -34), ha='right',
-                            textcoords='offset points', fontsize=9)
+    kept = kept_epoch(config or {}, rows)
+    if kept in epochs:
+        index = int(np.flatnonzero(epochs == kept)[0])
+        score_axes.axvline(kept, color='grey', ls=':', lw=1)
+        label = f'kept: epoch {kept}' + (f'\nF1 {f1[index]:.3f}' if np.isfinite(f1[index]) else '')
+        score_axes.annotate(label, (kept, f1[index] if np.isfinite(f1[index]) else 0.5), xytext=(-8, -34),
+                            ha='right', textcoords='offset points', fontsize=9)
     score_axes.set(title='Validation picking', xlabel='epoch', ylabel='score', ylim=(0, 1.05))
     score_axes.grid(alpha=0.3)
     score_axes.legend(loc='lower right')
@@ -221,7 +213,7 @@ def draw_score_histograms(figure, picks, title='Pick scores'):
 
 def draw_threshold_curve(figure, curve, title='Precision / recall against the score threshold'):
     """P/R/F1 against the minimum score (left) and the precision-recall curve (right)."""
-    overall = curve[ALL_CLASSES]
+    overall = curve[ALL]
     if overall['threshold'].size == 0:
         raise ValueError('the threshold curve is empty')
     figure.set_layout_engine('constrained')
@@ -240,7 +232,7 @@ def draw_threshold_curve(figure, curve, title='Precision / recall against the sc
     threshold_axes.grid(alpha=0.3)
     threshold_axes.legend(loc='lower left')
 
-    class_names = [n for n in curve if n != ALL_CLASSES]
+    class_names = [n for n in curve if n != ALL]
     colours = class_colours(class_names)
     for name in class_names:
         pr_axes.plot(curve[name]['recall'], curve[name]['precision'], '.-',

@@ -1,7 +1,8 @@
 """Picks on tomogram slices (XY and XZ), optionally with reference particles."""
 from pyworkflow.protocol import params
 
-from ..protocols.protocol_evaluate import EtPickerProtEvaluate, coordsPerTomogram, thresholdCurve
+from ..core import metrics  # torch-free
+from ..protocols.protocol_evaluate import EtPickerProtEvaluate
 from ..protocols.protocol_pick import EtPickerProtPick
 from .. import convert
 from . import plots
@@ -80,9 +81,9 @@ class EtPickerPicksViewer(EtPickerProtocolViewer):
 
     def _picksAndReference(self):
         tomograms = self._tomograms()
-        picks = coordsPerTomogram(self._pickedSets(), tomograms)
+        picks = convert.coordsPerTomogram(self._pickedSets(), tomograms)
         referenceSets = self._referenceSets()
-        reference = coordsPerTomogram(referenceSets, tomograms) if referenceSets else None
+        reference = convert.coordsPerTomogram(referenceSets, tomograms) if referenceSets else None
         return tomograms, picks, reference
 
     # --------------------------- display actions -----------------------------
@@ -115,7 +116,7 @@ class EtPickerPicksViewer(EtPickerProtocolViewer):
     def _showScores(self, paramName=None):
         if not self._pickedSets():
             return [self.errorMessage("The run has no picks yet.", "No picks")]
-        picks = coordsPerTomogram(self._pickedSets(), self._tomograms())
+        picks = convert.coordsPerTomogram(self._pickedSets(), self._tomograms())
         if not any(len(c) for c in picks.values()):
             return [self.errorMessage("The run found no particles.", "No picks")]
         return [scoreHistogramPlotter(picks, "Scores of the picks of %s"
@@ -129,6 +130,6 @@ class EtPickerPicksViewer(EtPickerProtocolViewer):
         if not any(len(c) for c in picks.values()):
             return [self.errorMessage("The run found no particles.", "No picks")]
         pairs = [(picks[tsId], reference[tsId]) for tsId in reference]
-        curve = thresholdCurve(pairs, self._toleranceVoxels())
+        curve = metrics.threshold_curve(pairs, self._toleranceVoxels())
         return [thresholdCurvePlotter(curve, "Picks of %s against the reference"
                                       % self.protocol.getRunName())]

@@ -2,8 +2,9 @@
 import numpy as np
 from pyworkflow.viewer import DESKTOP_TKINTER, Viewer
 
-from ..core import io
-from ..protocols.protocol_evaluate import EtPickerProtEvaluate, coordsPerTomogram, readCurve
+from .. import convert
+from ..core import io, metrics  # torch-free
+from ..protocols.protocol_evaluate import EtPickerProtEvaluate
 from . import plots
 from .viewer_base import newPlotter
 
@@ -38,11 +39,11 @@ class EtPickerEvaluationViewer(Viewer):
         if curveFile is None:
             return [self.errorMessage("The run has no precision/recall curve: it has not "
                                       "finished, or the picks have no scores.", "No curve")]
-        result = obj.result()["all"]
+        result = obj.result()[metrics.ALL]
         title = ("Evaluation %s: F1 %.3f (precision %.3f, recall %.3f) at tolerance %g Å"
                  % (obj.getRunName(), result["f1"], result["precision"], result["recall"],
                     obj.tolerance.get()))
         picked, _ = obj.namedSets()
-        picks = coordsPerTomogram(picked, obj.tomograms())
-        return [thresholdCurvePlotter(readCurve(curveFile), title),
+        picks = convert.coordsPerTomogram(picked, obj.tomograms())
+        return [thresholdCurvePlotter(metrics.read_curve(curveFile), title),
                 scoreHistogramPlotter(picks, "Scores of the evaluated picks")]

@@ -3,7 +3,8 @@ import os
 
 from pyworkflow.viewer import DESKTOP_TKINTER, Viewer
 
-from ..constants import MODEL_HISTORY, OUTPUT_MODEL
+from ..constants import OUTPUT_MODEL
+from ..core import model_folder  # torch-free
 from ..objects import EtPickerModel
 from ..protocols.protocol_train import EtPickerProtTrain
 from . import plots
@@ -23,11 +24,14 @@ class EtPickerTrainingViewer(Viewer):
             historyFile = getattr(obj, OUTPUT_MODEL).getHistoryFile()
             title = "Training run %s" % obj.getRunName()
         else:  # still training: the history grows epoch by epoch
-            historyFile = os.path.join(obj._modelDir(), MODEL_HISTORY)
+            historyFile = os.path.join(obj._modelDir(), model_folder.HISTORY_NAME)
             title = "Training run %s (in progress)" % obj.getRunName()
         if not os.path.exists(historyFile):
             return [self.errorMessage("No training history yet (%s): no epoch has finished."
                                       % historyFile, "No training history")]
         plotter = newPlotter((11, 4.5), "etpicker training")
-        plots.draw_training_history(plotter.figure, plots.read_history(historyFile), title=title)
+        folder = os.path.dirname(historyFile)
+        config = model_folder.read_config(folder) if os.path.exists(
+            os.path.join(folder, model_folder.CONFIG_NAME)) else None
+        plots.draw_training_history(plotter.figure, model_folder.read_history(historyFile), config, title=title)
         return [plotter]

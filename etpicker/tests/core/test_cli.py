@@ -12,9 +12,10 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from etpicker.core import io
+from etpicker.core import io, model_folder
 from etpicker.core.cli import main
-from etpicker.core.pick import WEIGHTS_NAME, build_model
+from etpicker.core.model import build_model
+from etpicker.core.model_store import save_weights
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 # Runs the core's command line in a fresh interpreter where Scipion cannot be imported.
@@ -121,8 +122,8 @@ def _random_model(folder):
     config = {"format": 1, "classes": ["a", "b"], "diameters": [5, 5], "label_type": "tball", "voxel_size": 10.0,
               "patch": 16, "pad": 4, "widths": [4, 4, 4, 4], "coordconv": True, "pyramid": True,
               "normalisation": "robust-standardise", "version": "0.1.0"}
-    io.write_config(folder, config)
-    torch.save(build_model(config).state_dict(), folder / WEIGHTS_NAME)
+    model_folder.write_config(folder, config)
+    save_weights(build_model(config), folder)
     return folder
 
 
@@ -177,7 +178,7 @@ def test_pick_refuses_tomograms_that_would_write_the_same_file(tomogram, tmp_pat
 ])
 def test_pick_refuses_an_inconsistent_model_config(tomogram, tmp_path, capsys, change, message):
     model = _random_model(tmp_path / "model")
-    io.write_config(model, {**io.read_config(model), **change})
+    model_folder.write_config(model, {**model_folder.read_config(model), **change})
     assert main(["pick", "--model", str(model), "--tomos", str(tomogram[0]), "--out", str(tmp_path / "p")]) == 2
     error = capsys.readouterr().err
     assert "config.json" in error and re.search(message, error), error

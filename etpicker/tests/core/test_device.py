@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from etpicker.core.device import autocast, autocast_dtype, cpu_has_native_bfloat16, resolve_device
-from etpicker.core.io import InputError
+from etpicker.core.errors import InputError
 
 
 def test_resolve_device():

@@ -2,8 +2,9 @@ import mrcfile
 import numpy as np
 import pytest
 
-from etpicker.core.io import (Coords, InputError, check_inside, open_tomogram, read_config, read_coords,
-                              write_config, write_coords, write_volume)
+from etpicker.core.errors import InputError
+from etpicker.core.io import Coords, check_inside, open_tomogram, read_coords, write_coords, write_volume
+from etpicker.core.model_folder import read_config, write_config
 from etpicker.core.normalise import robust_stats
 
 

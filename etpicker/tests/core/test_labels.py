@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from etpicker.core.io import InputError
+from etpicker.core.errors import InputError
 from etpicker.core.labels import paint_labels
 
 

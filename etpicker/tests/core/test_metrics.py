@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from etpicker.core.io import Coords, InputError
+from etpicker.core.errors import InputError
+from etpicker.core.io import Coords
 from etpicker.core.metrics import evaluate, match
 
 

@@ -3,9 +3,13 @@ import pytest
 import torch
 from torch import nn
 
-from etpicker.core.io import InputError, open_tomogram, write_config, write_volume
+from etpicker.core.errors import InputError
+from etpicker.core.io import open_tomogram, write_volume
 from etpicker.core.labels import paint_labels
-from etpicker.core.pick import build_model, load_model, pick_tomogram
+from etpicker.core.model import build_model
+from etpicker.core.model_folder import write_config
+from etpicker.core.model_store import load_model
+from etpicker.core.pick import pick_tomogram
 
 torch.set_num_threads(1)
 

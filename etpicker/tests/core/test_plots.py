@@ -10,6 +10,8 @@ from matplotlib.image import imread  # noqa: E402
 from matplotlib.patches import Circle  # noqa: E402
 
 from etpicker.core.io import Coords  # noqa: E402
+from etpicker.core.metrics import ALL  # noqa: E402
+from etpicker.core.model_folder import read_history  # noqa: E402
 from etpicker.viewers import plots  # noqa: E402
 
 SHAPE = (24, 48, 64)  # z, y, x
@@ -42,8 +44,8 @@ def test_history_figure_is_drawn_from_history_csv(tmp_path):
     path.write_text("epoch,train_loss,val_loss,val_precision,val_recall,val_f1,seconds\n"
                     "1,0.9,0.95,0.2,0.1,0.133,10\n2,0.5,0.6,0.7,0.6,0.646,10\n"
                     "3,0.3,0.4,0.9,0.85,0.874,11\n")
-    history = plots.read_history(path)
-    np.testing.assert_allclose(history["val_f1"], [0.133, 0.646, 0.874])
+    history = read_history(path)
+    np.testing.assert_allclose([row["val_f1"] for row in history], [0.133, 0.646, 0.874])
     figure = Figure(figsize=(8, 3.5))
     plots.draw_training_history(figure, history)
     assert "3 epochs" in figure.get_suptitle()
@@ -51,9 +53,8 @@ def test_history_figure_is_drawn_from_history_csv(tmp_path):
 
 
 def test_empty_history_is_refused():
-    empty = {name: np.array([]) for name in plots.HISTORY_COLUMNS}
     with pytest.raises(ValueError, match="no epoch"):
-        plots.draw_training_history(Figure(), empty)
+        plots.draw_training_history(Figure(), [])
 
 
 def test_picks_are_circles_only_where_particles_cut_the_slice(truth, tmp_path):
@@ -131,7 +132,7 @@ def test_threshold_curve_figure_marks_the_best_f1(tmp_path):
     table = {"threshold": thresholds, "precision": precision, "recall": recall,
              "f1": 2 * precision * recall / (precision + recall)}
     figure = Figure(figsize=(8, 3.5))
-    plots.draw_threshold_curve(figure, {"small": table, plots.ALL_CLASSES: table})
+    plots.draw_threshold_curve(figure, {"small": table, ALL: table})
     annotation = [t.get_text() for t in figure.axes[0].texts]
     assert annotation == ["best F1 0.667\nat score ≥ 0.8"]
     assert _png_std(figure, tmp_path / "curve.png") > 0.05

@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from etpicker.core import io, simulate, train
+from etpicker.core import io, metrics, simulate, train, train_data, train_loop
 from etpicker.core.labels import paint_labels
-from etpicker.core.pick import load_model, pick_tomogram
-from etpicker.core.postprocess import DEFAULT_RELATIVE_MIN_SCORE
+from etpicker.core.model_folder import CHECKPOINT_NAME, HISTORY_NAME, read_config
+from etpicker.core.model_store import load_model
+from etpicker.core.pick import pick_tomogram
+from etpicker.core.settings import DEFAULT_DIAMETER, DEFAULT_RELATIVE_MIN_SCORE, MIN_VAL_PARTICLES
+from etpicker.core.validation import MIN_SCORE_CHOICES
 
 # val_fraction 0.4: the held-out block then scores 3 of the tiny tomogram's 8 particles (0.2: none)
 TINY = dict(epochs=3, patch=16, batch=4, widths=(4, 8, 8, 8), lr=3e-3, val_fraction=0.4, device="cpu",
@@ -25,12 +28,12 @@ def data(tmp_path_factory):
 
 
 def _history(folder):
-    with open(folder / train.HISTORY_NAME) as handle:
+    with open(folder / HISTORY_NAME) as handle:
         return list(csv.DictReader(handle))
 
 
 def _final_weights(folder):
-    return torch.load(folder / train.CHECKPOINT_NAME, weights_only=False)["model"]
+    return torch.load(folder / CHECKPOINT_NAME, weights_only=False)["model"]
 
 
 class Interrupted(Exception):
@@ -66,7 +69,7 @@ def test_interrupted_run_resumes_to_the_same_result_as_an_uninterrupted_one(data
     kept = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
     for key, value in torch.load(parts / "weights.pt", weights_only=True).items():
         assert torch.allclose(value, kept[key], atol=1e-5), key
-    assert io.read_config(parts)["relative_min_score"] == io.read_config(tmp_path / "whole")["relative_min_score"]
+    assert read_config(parts)["relative_min_score"] == read_config(tmp_path / "whole")["relative_min_score"]
 
 
 def test_time_budget_cuts_even_the_first_epoch_and_leaves_a_usable_model(data, tmp_path):
@@ -74,7 +77,7 @@ def test_time_budget_cuts_even_the_first_epoch_and_leaves_a_usable_model(data, t
     stopped = train.train(*data, tmp_path, seed=5, max_minutes=1e-6, **dict(TINY, batch=1))
     assert stopped["stopped_by_budget"] and stopped["epochs_done"] == 1
     # one optimiser step, not the dozen a full epoch of batch-1 patches would take
-    checkpoint = torch.load(tmp_path / train.CHECKPOINT_NAME, weights_only=False)
+    checkpoint = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     assert checkpoint["scheduler"]["last_epoch"] == 1
     model, config = load_model(tmp_path)
     assert config["classes"] == ["large", "medium", "small"] and config["widths"] == [4, 8, 8, 8]
@@ -92,7 +95,7 @@ def test_another_seed_trains_differently(data, tmp_path):
 
 def test_config_holds_what_picking_needs(data, tmp_path):
     train.train(*data, tmp_path, seed=0, **dict(TINY, epochs=1), diameters=[7, 9, 11])
-    config = io.read_config(tmp_path)
+    config = read_config(tmp_path)
     assert config["diameters"] == [7, 9, 11] and config["label_type"] == "tball"
     assert config["voxel_size"] == pytest.approx(10.0) and config["patch"] == 16
     assert config["pad"] == config["training"]["pad"] == 3  # picks at the margin validation tuned at
@@ -124,35 +127,35 @@ def test_a_given_voxel_size_overrides_headers_that_disagree(data, tmp_path):
                     **dict(TINY, epochs=1))
     tomos, csvs = tomos + [tmp_path / "z.mrc", tmp_path / "w.mrc"], csvs + [tmp_path / "z.csv", tmp_path / "w.csv"]
     train.train(tomos, csvs, tmp_path / "given", seed=0, voxel_size=10.0, **dict(TINY, epochs=1))
-    assert io.read_config(tmp_path / "given")["voxel_size"] == 10.0
+    assert read_config(tmp_path / "given")["voxel_size"] == 10.0
 
 
 def test_validation_chooses_the_score_thresholds_that_picking_uses(data, tmp_path):
-    train.train(*data, tmp_path, seed=0, **TINY)
-    history = _history(tmp_path)
-    best = max(history, key=lambda row: (float(row["val_f1"]), -float(row["val_loss"])))
-    config = io.read_config(tmp_path)
+    summary = train.train(*data, tmp_path, seed=0, **TINY)
+    config = read_config(tmp_path)
+    assert summary["best_epoch"] == config["kept_epoch"]
+    best = _history(tmp_path)[config["kept_epoch"] - 1]
     assert list(config["relative_min_score"]) == config["classes"]
     values = list(config["relative_min_score"].values())
     assert values == [float(v) for v in best["val_min_scores"].split("/")]
-    assert all(value in train.MIN_SCORE_CHOICES for value in values)
+    assert all(value in MIN_SCORE_CHOICES for value in values)
 
 
 def test_a_validation_with_few_particles_of_a_class_is_warned_about(data, tmp_path):
     lines = []
     train.train(*data, tmp_path, seed=0, **dict(TINY, epochs=1, log=lines.append))
     warnings = [line for line in lines if line.startswith("warning: validation scores only")]
-    classes = io.read_config(tmp_path)["classes"]
+    classes = read_config(tmp_path)["classes"]
     # the tiny tomogram holds 4 particles per class, so its held-out block has fewer than 20 of each
     assert len(warnings) == len(classes)
     assert all(f"of {name};" in line for name, line in zip(classes, warnings))
-    assert all(f"give {train.MIN_VAL_PARTICLES} or more per class" in line for line in warnings)
+    assert all(f"give {MIN_VAL_PARTICLES} or more per class" in line for line in warnings)
 
 
 def test_sparse_validation_classes_are_those_under_the_minimum():
     names = np.array(["a"] * 20 + ["b"] * 19)
-    assert train.sparse_validation_classes(names, ["a", "b", "c"]) == {"b": 19, "c": 0}
-    assert train.sparse_validation_classes(names, ["a", "b"], minimum=5) == {}
+    assert train_data.sparse_validation_classes(names, ["a", "b", "c"]) == {"b": 19, "c": 0}
+    assert train_data.sparse_validation_classes(names, ["a", "b"], minimum=5) == {}
 
 
 def test_best_min_scores_are_per_class_and_take_the_middle_of_a_tie():
@@ -164,8 +167,8 @@ def test_best_min_scores_are_per_class_and_take_the_middle_of_a_tie():
     # its false one 0.25, so b needs a threshold a would not tolerate
     relative = np.array([0.6, 0.7, 0.8, 0.3, 0.35, 0.3, 0.25])
     choices = np.round(np.arange(0.2, 1.001, 0.05), 2)
-    precision, recall, f1, thresholds = train.best_min_scores([(predicted, relative, truth)], ["a", "b"],
-                                                              {"a": 2.0, "b": 2.0}, choices)
+    precision, recall, f1, thresholds = metrics.best_min_scores([(predicted, relative, truth)], ["a", "b"],
+                                                                {"a": 2.0, "b": 2.0}, choices)
     assert (precision, recall, f1) == (1.0, 1.0, 1.0)
     assert thresholds == {"a": pytest.approx(0.5), "b": pytest.approx(0.3)}  # a: 0.4-0.6 all fit; b: only 0.3
 
@@ -174,8 +177,8 @@ def test_a_class_validation_cannot_score_keeps_the_default_threshold():
     # class c has neither validation particles nor picks: every threshold gives F1 0
     truth = io.Coords(np.array(["a"]), np.array([[5.0, 5, 5]]))
     predicted = io.Coords(np.array(["a", "c"]), np.array([[5.0, 5, 5], [30, 5, 5]]), np.ones(2))
-    *_, thresholds = train.best_min_scores([(predicted, np.array([0.9, 0.9]), truth)], ["a", "c"],
-                                           {"a": 2.0, "c": 2.0})
+    *_, thresholds = metrics.best_min_scores([(predicted, np.array([0.9, 0.9]), truth)], ["a", "c"],
+                                             {"a": 2.0, "c": 2.0}, MIN_SCORE_CHOICES)
     assert thresholds["c"] == pytest.approx(DEFAULT_RELATIVE_MIN_SCORE)
 
 
@@ -198,37 +201,37 @@ def test_init_model_must_have_the_same_classes(data, tmp_path):
 
 def test_validation_block_keeps_training_patches_out():
     zyx = np.array([[10, 20, x] for x in range(10, 100, 10)], dtype=float)
-    axis, start = train.validation_block((32, 48, 128), zyx, 0.2, 32)
+    axis, start = train_data.validation_block((32, 48, 128), zyx, 0.2, 32)
     assert axis == 2
     assert (zyx[:, 2] >= start).sum() == 2
     with pytest.raises(io.InputError, match="smaller --patch"):
-        train.validation_block((32, 48, 128), zyx, 0.2, 96)
+        train_data.validation_block((32, 48, 128), zyx, 0.2, 96)
 
 
 def test_classes_and_diameters_are_checked():
     coords = [io.Coords(["b", "a", "b"], np.zeros((3, 3)))]
-    assert train.class_order(coords) == ["a", "b"]
-    assert train.class_order(coords, ["b", "a", "c"]) == ["b", "a", "c"]
+    assert train_data.class_order(coords) == ["a", "b"]
+    assert train_data.class_order(coords, ["b", "a", "c"]) == ["b", "a", "c"]
     with pytest.raises(io.InputError, match="missing from --classes"):
-        train.class_order(coords, ["a"])
-    assert train.expand_diameters([8], 3) == [8, 8, 8]
-    assert train.expand_diameters(None, 2) == [train.DEFAULT_DIAMETER] * 2
+        train_data.class_order(coords, ["a"])
+    assert train_data.expand_diameters([8], 3) == [8, 8, 8]
+    assert train_data.expand_diameters(None, 2) == [DEFAULT_DIAMETER] * 2
     with pytest.raises(io.InputError, match="one per class"):
-        train.expand_diameters([8, 9], 3)
+        train_data.expand_diameters([8, 9], 3)
 
 
 def test_files_are_paired_by_stem(data, tmp_path):
     with pytest.raises(io.InputError, match="no --coords file named t.csv"):
-        train.pair_by_stem(data[0], [tmp_path / "other.csv"])
+        train_data.pair_by_stem(data[0], [tmp_path / "other.csv"])
 
 
 def test_learning_rate_anneals_over_the_time_budget_when_it_is_shorter_than_the_epochs():
     clock = {"started": 0.0, "before": 0.0}
-    by_steps = train._one_cycle(1000, None, clock)
+    by_steps = train_loop.one_cycle(1000, None, clock)
     assert by_steps(0) == pytest.approx(1 / 25) and by_steps(300) == pytest.approx(1.0)
     assert by_steps(1000) == pytest.approx(1e-4)
-    by_time = train._one_cycle(1000, budget=60.0, clock=clock)
-    clock["started"] = train.time.monotonic() - 18.0  # 30 % of the budget spent at step 10
+    by_time = train_loop.one_cycle(1000, budget=60.0, clock=clock)
+    clock["started"] = train_loop.time.monotonic() - 18.0  # 30 % of the budget spent at step 10
     assert by_time(10) == pytest.approx(1.0, abs=1e-3)
     clock["before"] = 60.0  # a resumed run whose earlier parts spent the whole budget
     assert by_time(10) == pytest.approx(1e-4)
@@ -247,7 +250,7 @@ def test_a_nan_that_the_statistics_subsample_missed_stops_training_with_an_input
 
 def test_a_damaged_checkpoint_cannot_be_resumed_and_says_so(data, tmp_path):
     train.train(*data, tmp_path, **dict(TINY, epochs=1))
-    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    checkpoint = tmp_path / CHECKPOINT_NAME
     checkpoint.write_bytes(checkpoint.read_bytes()[:500])
     with pytest.raises(io.InputError, match="not a readable checkpoint"):
         train.train(*data, tmp_path, resume=True, **dict(TINY, epochs=1))
@@ -261,7 +264,7 @@ def test_a_fresh_run_into_a_model_folder_replaces_that_model(data, tmp_path):
         train.train(*data, tmp_path, classes=["small", "medium", "large"],
                     **dict(TINY, epochs=1, log=lambda line: lines.append(line) or _interrupt_at_training(line)))
     assert any(line.startswith("replacing the model") for line in lines)
-    assert not (tmp_path / "weights.pt").exists() and not (tmp_path / train.CHECKPOINT_NAME).exists()
+    assert not (tmp_path / "weights.pt").exists() and not (tmp_path / CHECKPOINT_NAME).exists()
 
 
 def _interrupt_at_training(line):
@@ -280,7 +283,7 @@ def test_validation_that_scores_no_particle_chooses_by_loss_with_default_thresho
     kept_last = torch.load(tmp_path / "weights.pt", weights_only=True)
     same = all(torch.equal(value, _final_weights(tmp_path)[key]) for key, value in kept_last.items())
     assert same == (int(np.argmin(losses)) == len(losses) - 1)  # the lowest validation loss is kept
-    assert set(io.read_config(tmp_path)["relative_min_score"].values()) == {DEFAULT_RELATIVE_MIN_SCORE}
+    assert set(read_config(tmp_path)["relative_min_score"].values()) == {DEFAULT_RELATIVE_MIN_SCORE}
 
 
 def test_the_same_tomogram_twice_is_named(data, tmp_path):
@@ -296,7 +299,7 @@ def test_a_diverging_run_stops_with_advice(data, tmp_path):
 
 def test_numeric_class_names_are_ordered_by_value():
     coords = io.Coords(np.array(["10", "2", "1", "b", "a"]), np.zeros((5, 3)))
-    assert train.class_order([coords]) == ["1", "2", "10", "a", "b"]
+    assert train_data.class_order([coords]) == ["1", "2", "10", "a", "b"]
 
 
 def test_training_labels_sit_on_the_particles_they_label():
@@ -322,15 +325,32 @@ def test_validation_tomograms_are_what_validation_scores(data, tmp_path):
     counted = {line.split(" of ")[1].split(";")[0]: int(line.split("only ")[1].split(" ")[0])
                for line in lines if line.startswith("warning: validation scores only")}
     assert counted == {name: int(np.sum(tomo.names == name)) for name in set(tomo.names)}
-    assert io.read_config(tmp_path / "model")["training"]["val_fraction"] is None
+    assert read_config(tmp_path / "model")["training"]["val_fraction"] is None
+
+
+def test_a_resume_with_nan_validation_f1_keeps_the_lowest_loss_weights_and_says_so(data, tmp_path):
+    # the held-out block of val_fraction 0.2 scores no particle: F1 is NaN and the loss decides
+    tiny = dict(TINY, val_fraction=0.2)
+    whole = train.train(*data, tmp_path / "whole", seed=5, **tiny)
+    with pytest.raises(Interrupted):
+        train.train(*data, tmp_path / "parts", seed=5, **dict(tiny, log=_interrupt_after_epoch_1))
+    lines = []
+    resumed = train.train(*data, tmp_path / "parts", seed=5, resume=True, **dict(tiny, log=lines.append))
+    losses = [float(row["val_loss"]) for row in _history(tmp_path / "parts")]
+    lowest = int(np.argmin(losses)) + 1
+    assert resumed["best_epoch"] == whole["best_epoch"] == read_config(tmp_path / "parts")["kept_epoch"] == lowest
+    assert any(line.startswith(f"best val_f1 nan at epoch {lowest};") for line in lines)
+    kept = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
+    for key, value in torch.load(tmp_path / "parts" / "weights.pt", weights_only=True).items():
+        assert torch.allclose(value, kept[key], atol=1e-5), key
 
 
 def test_a_resumed_run_replaces_the_kept_model_only_with_a_better_epoch(data, tmp_path):
     with pytest.raises(Interrupted):
         train.train(*data, tmp_path, seed=5, **dict(TINY, log=_interrupt_after_epoch_1))
-    checkpoint = torch.load(tmp_path / train.CHECKPOINT_NAME, weights_only=False)
+    checkpoint = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     checkpoint["best"] = (1.0, 0.0)  # as if epoch 1 had validated perfectly
-    torch.save(checkpoint, tmp_path / train.CHECKPOINT_NAME)
+    torch.save(checkpoint, tmp_path / CHECKPOINT_NAME)
     kept = (tmp_path / "weights.pt").read_bytes()
     train.train(*data, tmp_path, seed=5, resume=True, **TINY)
     assert (tmp_path / "weights.pt").read_bytes() == kept

@@ -2,7 +2,6 @@
 
 Not a test module (no TestCase here), so importing it does not run tests twice.
 """
-import csv
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import mrcfile
 import numpy as np
 from tomo.protocols import ProtImportTomograms, ProtImportCoordinates3D
 
+from etpicker.core import io
 from etpicker.protocols.protocol_base import linkInputs
 
 
@@ -43,11 +43,8 @@ def run_core(*args):
 
 def read_core_csv(path):
     """``{class: n×3 x,y,z}`` from a core CSV."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {name: np.array([[float(r["x"]), float(r["y"]), float(r["z"])]
-                            for r in rows if r["class"] == name]).reshape(-1, 3)
-            for name in sorted({r["class"] for r in rows})}
+    coords = io.read_coords(path)
+    return {name: coords.xyz[coords.names == name] for name in sorted(set(coords.names))}
 
 
 def write_importer_txt(folder, stem, xyz):

@@ -13,7 +13,7 @@ from tomo.protocols.protocol_import_coordinates_from_scipion import (
 from etpicker import convert
 from etpicker.core import io
 from etpicker.protocols import EtPickerProtEvaluate
-from etpicker.protocols.protocol_evaluate import readCurve
+from etpicker.core.metrics import read_curve
 
 from scipion_helpers import (import_coordinates, import_tomograms, new_protocol, output,
                              write_importer_txt, write_mrc)
@@ -132,7 +132,7 @@ class TestEvaluateProtocol(BaseTest):
         # Keeping only scores >= 0.7 drops A's two false picks and one true pick.
         curve = protocol.curveFile()
         self.assertIsNotNone(curve)
-        a = readCurve(curve)["A"]
+        a = read_curve(curve)["A"]
         row = list(a["threshold"]).index(0.7)
         self.assertEqual((a["tp"][row], a["fp"][row], a["fn"][row]), (3, 0, 1))
 

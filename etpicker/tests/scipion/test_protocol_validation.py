@@ -13,8 +13,8 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from tomo.constants import BOTTOM_LEFT_CORNER
 
 from etpicker import convert
-from etpicker.constants import (LABEL_TYPES, MIN_DIAMETER, MIN_VAL_PARTICLES, MODEL_CONFIG_KEYS,
-                                VOXEL_SIZE_TOLERANCE)
+from etpicker.core import io
+from etpicker.core.settings import MIN_VAL_PARTICLES
 from etpicker.protocols import (EtPickerProtLabels, EtPickerProtTrain, EtPickerProtPick,
                                 EtPickerProtImportModel)
 from etpicker.protocols.protocol_base import linkInputs
@@ -133,14 +133,6 @@ class TestEtPickerValidation(BaseTest):
         csvs = [os.path.basename(p) for p in prot._inputFiles("train", "coords", ".csv")]
         self.assertEqual((tomos, csvs), (["tomo_a.mrc"], ["tomo_a.csv"]))
 
-    def test_plugin_constants_match_the_core(self):
-        from etpicker.core import io, labels, pick, train
-        self.assertEqual(MIN_VAL_PARTICLES, train.MIN_VAL_PARTICLES)
-        self.assertEqual(LABEL_TYPES, list(labels.LABEL_TYPES))
-        self.assertEqual(MIN_DIAMETER, labels.MIN_DIAMETER)
-        self.assertEqual(MODEL_CONFIG_KEYS, pick.CONFIG_KEYS)
-        self.assertEqual(VOXEL_SIZE_TOLERANCE, io.VOXEL_SIZE_TOLERANCE)
-
     def test_voxel_size_mismatch_says_to_rescale_or_retrain(self):
         errors = self._pick(self.tomos20, self.modelRun).validate()
         self.assertEqual(len(errors), 1, errors)
@@ -170,11 +162,17 @@ class TestEtPickerValidation(BaseTest):
         with open(os.path.join(broken, "config.json"), "w") as handle:
             handle.write("{not json")
         errors = self.newProtocol(EtPickerProtImportModel, modelDir=broken).validate()
-        self.assertTrue(any("not valid JSON" in e for e in errors), errors)
+        self.assertTrue(any("not a readable JSON file" in e for e in errors), errors)
         with open(os.path.join(broken, "config.json"), "w") as handle:
             json.dump({"classes": ["a"], "diameters": [9], "voxel_size": 10.0}, handle)
         errors = self.newProtocol(EtPickerProtImportModel, modelDir=broken).validate()
-        self.assertTrue(any("lacks widths, patch, pad" in e for e in errors), errors)
+        self.assertTrue(any("missing widths, patch, pad" in e for e in errors), errors)
+        # the values too, as the core checks them: a model Scipion accepts, the core picks with
+        with open(os.path.join(broken, "config.json"), "w") as handle:
+            json.dump({"classes": ["a"], "diameters": [9], "voxel_size": 10.0, "widths": [4, 8, 8, 8],
+                       "patch": 20, "pad": 2}, handle)
+        errors = self.newProtocol(EtPickerProtImportModel, modelDir=broken).validate()
+        self.assertTrue(any("multiple of 8" in e for e in errors), errors)
 
     def test_picks_of_an_imported_model_get_twice_its_label_diameter_as_box(self):
         # An imported model does not know its training coordinates' box size.
@@ -206,9 +204,9 @@ class TestEtPickerValidation(BaseTest):
         paths = convert.writeTomogramCsvs(folder, tomograms,
                                           [self.ribosome.outputCoordinates], ["ribosome"])
         for stem, xyz in self.xyz.items():
-            rows = convert.readCoreCsv(paths[stem])
-            self.assertEqual({r[0] for r in rows}, {"ribosome"})
-            got = np.array(sorted(r[1:4] for r in rows))
+            coords = io.read_coords(paths[stem])
+            self.assertEqual(set(coords.names), {"ribosome"})
+            got = np.array(sorted(map(tuple, coords.xyz)))
             np.testing.assert_allclose(got, np.array(sorted(map(tuple, xyz))), atol=1e-3)
 
     def test_coordinates_at_another_sampling_rate_are_scaled(self):
@@ -218,7 +216,7 @@ class TestEtPickerValidation(BaseTest):
         folder = os.path.join(self.proj.getTmpPath(), "csv_scaled")
         paths = convert.writeTomogramCsvs(folder, convert.tomogramsList(self.tomos.Tomograms),
                                           [binned.outputCoordinates], ["ribosome"])
-        got = np.array(sorted(r[1:4] for r in convert.readCoreCsv(paths["tomo_a"])))
+        got = np.array(sorted(map(tuple, io.read_coords(paths["tomo_a"]).xyz)))
         np.testing.assert_allclose(got, 2 * np.array(sorted(map(tuple, self.xyz["tomo_a"]))),
                                    atol=1e-3)
 

@@ -15,9 +15,8 @@ from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.protocols import ProtExportCoordinates3D
 
 from etpicker import convert
-from etpicker.constants import MODEL_HISTORY
 from etpicker.protocols import EtPickerProtLabels, EtPickerProtTrain, EtPickerProtPick
-from etpicker.viewers.plots import read_history
+from etpicker.core.model_folder import HISTORY_NAME, read_history
 from scipion_helpers import (output, new_protocol, run_core, read_core_csv, write_importer_txt,
                              import_tomograms, import_coordinates, f1_score)
 
@@ -35,7 +34,7 @@ TRAINING = dict(patch=32, widths="8,16,24,32", epochs=10, batch=4, learningRate=
 
 def epochs_in(history_file):
     """The epoch numbers a training history lists."""
-    return read_history(history_file)["epoch"].astype(int).tolist()
+    return [row["epoch"] for row in read_history(history_file)]
 
 
 class TestEtPickerPipeline(BaseTest):
@@ -136,7 +135,7 @@ class TestEtPickerPipeline(BaseTest):
         # so F1 cannot tell the two starts apart; the validation loss can: after one epoch
         # it is near where the initial model ended (measured 0.171 against 0.164), not near
         # the initial model's own first epoch (0.303).
-        base, tuned_loss = (read_history(run.outputModel.getHistoryFile())["val_loss"]
+        base, tuned_loss = ([row["val_loss"] for row in read_history(run.outputModel.getHistoryFile())]
                             for run in (self.train, tuned))
         self.assertLess(tuned_loss[0], (base[0] + base[-1]) / 2)
         picked = self.picks(self.pickRun(self.testTomos, tuned), "particle")[TEST_STEM][0]
@@ -149,7 +148,7 @@ class TestEtPickerPipeline(BaseTest):
                              "inputCoordinates": [self.annotations[n] for n in CLASSES]},
                             **dict(TRAINING, epochs=epochs))
         self.proj.launchProtocol(prot, wait=False)
-        history = os.path.join(prot._modelDir(), MODEL_HISTORY)
+        history = os.path.join(prot._modelDir(), HISTORY_NAME)
         deadline = time.time() + 300
         while not (os.path.exists(history) and epochs_in(history)):  # one epoch done
             self.assertLess(time.time(), deadline, "no epoch finished in 5 minutes")

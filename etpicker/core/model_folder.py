@@ -1,0 +1,130 @@
+"""The model folder: its file names, what config.json holds (checked, values included),
+history.csv, and which epoch's weights are kept.
+
+Torch-free, so the protocols, viewers and benchmarks read and check a model folder by
+the same rules as the core that writes it (docs/DESIGN.md, "model folder").
+"""
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+from .errors import InputError
+from .labels import check_diameters
+from .settings import check_pad, check_patch, check_widths
+from .shape_check import checks_from_config
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "weights.pt"  # the kept epoch's state_dict
+HISTORY_NAME = "history.csv"
+CHECKPOINT_NAME = "checkpoint.pt"  # the last epoch's, for --resume
+FORMAT = 1
+REQUIRED_KEYS = ("classes", "diameters", "voxel_size", "widths", "patch", "pad")  # what picking needs
+# history.csv; readers use the names, and columns may be added at the end. val_min_scores
+# holds one relative score threshold per class, '/'-separated, in class order.
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_precision", "val_recall", "val_f1", "seconds",
+                   "val_min_scores")
+NUMERIC_COLUMNS = HISTORY_COLUMNS[1:-1]
+
+
+def replace_whole(path, write):
+    """`write(temporary path)`, then rename it over `path`: neither a kill mid-write nor a
+    reader (a viewer plotting a running training) ever sees half a file."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def read_config(folder) -> dict:
+    """config.json of a model folder, parsed but not checked (check_config)."""
+    path = Path(folder) / CONFIG_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; is {folder} a model folder?") from None
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable JSON file ({error})") from None
+
+
+def write_config(folder, config: dict):
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Training rewrites the config when validation improves: never leave half a file.
+    replace_whole(folder / CONFIG_NAME, lambda temporary: temporary.write_text(json.dumps(config, indent=2) + "\n"))
+
+
+def check_config(config, path):
+    """InputError naming `path` unless a model config holds what picking needs, consistently."""
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise InputError(f"{path}: missing {', '.join(missing)}")
+    try:
+        _check_values(config)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
+    except (TypeError, ValueError) as error:  # wrong JSON types, e.g. hand-edited
+        raise InputError(f"{path}: malformed ({error})") from None
+
+
+def _check_values(config):
+    classes = list(config["classes"])
+    if not classes or len(config["diameters"]) != len(classes):
+        raise InputError(f"give one diameter per class ({len(classes)})")
+    check_diameters(config["diameters"])
+    check_widths(config["widths"])
+    check_pad(config["pad"], check_patch(config["patch"]))
+    if not float(config["voxel_size"]) > 0:
+        raise InputError("voxel_size must be positive")
+    checks_from_config(config)
+
+
+def read_checked_config(folder) -> dict:
+    """config.json of a model folder, checked as picking needs it."""
+    config = read_config(folder)
+    check_config(config, Path(folder) / CONFIG_NAME)
+    return config
+
+
+def epoch_rank(row):
+    """How an epoch's weights rank for keeping: validation F1 first, then the lower
+    validation loss. F1 is NaN when validation scores no particle; it then counts as 0,
+    so the loss decides."""
+    f1 = float(row["val_f1"])
+    return (f1 if math.isfinite(f1) else 0.0, -float(row["val_loss"]))
+
+
+def kept_epoch(config, history=()):
+    """The epoch whose weights the folder keeps: written in config.json by training; for a
+    model written before that, found in its history by the same rule (None without one)."""
+    if config.get("kept_epoch") is not None:
+        return int(config["kept_epoch"])
+    history = list(history)
+    return int(max(history, key=epoch_rank)["epoch"]) if history else None
+
+
+def write_history(folder, history):
+    """history.csv from rows {column: value}, val_min_scores a {class: threshold} dict."""
+    def write(temporary):
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(HISTORY_COLUMNS)
+            for row in history:
+                writer.writerow([row["epoch"]] + [f"{row[key]:.6g}" for key in NUMERIC_COLUMNS]
+                                + ["/".join(f"{value:g}" for value in row.get("val_min_scores", {}).values())])
+    replace_whole(Path(folder) / HISTORY_NAME, write)
+
+
+def read_history(path):
+    """Rows of a history.csv (a file, or the model folder holding one): epoch an int, the
+    other columns floats (NaN where empty), val_min_scores a list of floats."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / HISTORY_NAME
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{"epoch": int(row["epoch"]),
+             **{key: float(row[key]) if row.get(key) not in ("", None) else math.nan for key in NUMERIC_COLUMNS},
+             "val_min_scores": [float(v) for v in (row.get("val_min_scores") or "").split("/") if v]}
+            for row in rows]

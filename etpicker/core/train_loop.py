@@ -1,0 +1,78 @@
+"""The optimisation itself: the learning-rate schedule, one training epoch, the validation
+loss. Knows tensors and the network, not files."""
+import math
+import time
+
+import torch
+
+from .device import autocast
+from .errors import InputError
+from .losses import dice_ce_loss, soft_target
+from .prefetch import prefetch
+
+DIVERGED_STEPS = 3  # consecutive non-finite training losses that stop a run
+
+
+def one_cycle(total_steps, budget, clock, warmup=0.3, start=1 / 25, end=1e-4):
+    """Learning-rate factor per step: cosine warm-up from `start` to 1, then cosine
+    annealing to `end`, over whichever runs out first, the planned steps or the time
+    budget. A run cut short by --max-minutes then still anneals instead of stopping near
+    its peak rate (what a step-sized one-cycle schedule would do)."""
+    def factor(step):
+        progress = step / total_steps
+        if budget is not None:
+            spent = clock["before"] + time.monotonic() - clock["started"]
+            progress = max(progress, spent / budget)
+        progress = min(progress, 1.0)
+        if progress < warmup:
+            return start + (1 - start) * (1 - math.cos(math.pi * progress / warmup)) / 2
+        return end + (1 - end) * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))) / 2
+    return factor
+
+
+def train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler, scaler,
+                 device, amp_dtype, n_channels, ce_weight, deadline=None):
+    """One pass over the plan, or until `deadline` (time.monotonic()): on a slow CPU a
+    single epoch can outlast the whole time budget."""
+    model.train()
+    total, count, diverged = 0.0, 0, 0
+    for image, label in prefetch(sampler.batches(plan, batch)):
+        if deadline is not None and count and time.monotonic() > deadline:
+            break
+        image, label = augmentation(image.to(device), label.to(device), generator)
+        target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
+        with autocast(device, amp_dtype):
+            logits = model(image)
+        loss = dice_ce_loss(logits, target, ce_weight)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        value = loss.item()
+        # A lone non-finite step can happen in float16 (the scaler skips it); a run of them
+        # means the weights are lost.
+        diverged = 0 if math.isfinite(value) else diverged + 1
+        if diverged >= DIVERGED_STEPS:
+            raise InputError(f"the training loss was NaN or infinite for {DIVERGED_STEPS} steps in a row: "
+                             "the run diverged; lower --lr")
+        if diverged == 0:
+            total += value * len(image)
+            count += len(image)
+    return total / max(count, 1)
+
+
+def validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels):
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for image, label in prefetch(sampler.batches(plan, batch)):
+            image, label = image.to(device), label.to(device)
+            with autocast(device, amp_dtype):
+                logits = model(image)
+            target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
+            total += dice_ce_loss(logits, target).item() * len(image)
+            count += len(image)
+    return total / count
+
+

@@ -1,0 +1,114 @@
+"""Validation by picking: the candidates a network picks in the validation regions, the
+per-class score thresholds tuned there, and the shape checks kept where they raise F1."""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .io import Coords
+from .metrics import best_min_scores, matched, tolerances
+from .pick import pick_tomogram
+from .postprocess import ideal_score
+from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, HARMONIC_DEGREES, MIN_EXAMPLES, THRESHOLD_CHOICES,
+                          fit_shape_check, probabilities, profile_radius, shape_features)
+
+# Relative score thresholds (x a fully segmented ball's score) tried on validation picks;
+# each class's best becomes the model's default for picking. Well-segmented particles
+# score above 1 (the network paints more than the weak label's ball): up to 1/ideal_score,
+# 3.2 for a 7-voxel label, where the best threshold of a small class can lie above 1.5.
+MIN_SCORE_CHOICES = np.round(np.arange(CANDIDATE_RELATIVE_MIN_SCORE, 3.001, 0.05), 2)
+
+
+@dataclass
+class CandidatePicker:
+    """A network picking as validation does: down to the lowest score threshold tried,
+    without shape checks, at the tile margin stored for picking."""
+    model: object
+    config: dict
+    pad: int
+    batch: int
+    device: object
+    amp: str
+
+    def __call__(self, tomogram, stats):
+        return pick_tomogram(self.model, self.config, tomogram, pad=self.pad, batch=self.batch, device=self.device,
+                             relative_min_score=CANDIDATE_RELATIVE_MIN_SCORE, amp=self.amp, stats=stats,
+                             shape_check=False)
+
+    def relative_scores(self, picks):
+        """Each pick's score as a fraction of a fully segmented ball of its class."""
+        ideal = {name: ideal_score(d) for name, d in zip(self.config["classes"], self.config["diameters"])}
+        return picks.score / np.array([ideal[name] for name in picks.names])
+
+    @property
+    def tolerances(self):
+        return tolerances(self.config["classes"], self.config["diameters"])
+
+
+def validation_candidates(picker, val_sets):
+    """(candidate picks in the tomogram's frame, only those in the scored part; ValidationSet)
+    per validation region."""
+    picked = []
+    for val in val_sets:
+        predicted = picker(val.tomogram, val.stats)
+        predicted.xyz += val.offset_zyx[::-1]
+        picked.append((predicted.subset(val.kept(predicted.xyz)), val))
+    return picked
+
+
+def validation_scores(picker, val_sets):
+    """Class-aware precision, recall, F1 of picking the validation regions, micro-averaged,
+    at each class's relative score threshold (also returned) that is best there."""
+    picks = [(predicted, picker.relative_scores(predicted), val.scored_truth)
+             for predicted, val in validation_candidates(picker, val_sets)]
+    return best_min_scores(picks, picker.config["classes"], picker.tolerances, MIN_SCORE_CHOICES)
+
+
+def _training_examples(picker, training_regions, radius):
+    """{class: (features, network scores, is true)} of the candidates picked in the training regions."""
+    tolerance = picker.tolerances
+    examples = {name: [] for name in picker.config["classes"]}
+    for tomogram, coords, stats, limit in training_regions:
+        picks = picker(tomogram, stats)
+        picks = picks.subset(np.all(picks.xyz[:, ::-1] < np.asarray(limit), axis=1))
+        for name in examples:
+            mine = picks.subset(picks.names == name)
+            is_true, _ = matched(mine.xyz, coords.xyz[coords.names == name], tolerance[name])
+            features = shape_features(tomogram.data, stats, mine.xyz, radius[name], HARMONIC_DEGREES)
+            examples[name].append((features, mine.score, is_true))
+    return {name: tuple(np.concatenate(part) for part in zip(*found)) for name, found in examples.items()}
+
+
+def fit_shape_checks(picker, training_regions, val_sets, log=print):
+    """{class: ShapeCheck} for the classes whose check raised validation F1, with its
+    probability threshold chosen there, and {class: (F1 without, F1 with the check)}.
+
+    `training_regions`: (Tomogram, its annotations, (centre, scale), limit_zyx) per training
+    tomogram; picks there within [0, limit) near an annotation of their class are the true
+    examples, the others the false ones."""
+    classes, tolerance = picker.config["classes"], picker.tolerances
+    radius = {name: profile_radius(diameter) for name, diameter in zip(classes, picker.config["diameters"])}
+    checks = {}
+    for name, (features, network_scores, is_true) in _training_examples(picker, training_regions, radius).items():
+        check = fit_shape_check(features, network_scores, is_true, radius[name], HARMONIC_DEGREES)
+        if check is None:
+            log(f"shape check {name}: not fitted ({int(is_true.sum())} true and {int((~is_true).sum())} false "
+                f"training picks; it needs {MIN_EXAMPLES} of each)")
+        else:
+            checks[name] = check
+    relative, probability = [], []
+    for predicted, val in validation_candidates(picker, val_sets):
+        in_region = Coords(predicted.names, predicted.xyz - val.offset_zyx[::-1], predicted.score)
+        chance = probabilities(in_region, val.tomogram.data, val.stats, checks)
+        relative.append((predicted, picker.relative_scores(predicted), val.scored_truth))
+        probability.append((predicted, chance, val.scored_truth))
+    kept_checks, f1s = {}, {}
+    for name, check in checks.items():
+        without = best_min_scores(relative, [name], tolerance, MIN_SCORE_CHOICES)[2]
+        _, _, with_check, threshold = best_min_scores(probability, [name], tolerance, THRESHOLD_CHOICES)
+        f1s[name] = (without, with_check)
+        if with_check > without:
+            check.threshold = threshold[name]
+            kept_checks[name] = check
+        log(f"shape check {name}: validation F1 {without:.3f} without, {with_check:.3f} with"
+            + (f" (probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
+    return kept_checks, f1s
