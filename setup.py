@@ -31,7 +31,7 @@ setup(
     install_requires=["scipion-pyworkflow", "scipion-em", "scipion-em-tomo", "mrcfile", "numpy", "scipy",
                       "matplotlib"],
     extras_require={
-        "core": ["torch", "numpy", "scipy", "mrcfile"],
+        "core": ["torch", "numpy", "scipy", "mrcfile", "tqdm"],
         "test": ["pytest", "pytest-xdist", "scipion-em-reliontomo", "scipion-app"],
     },
     entry_points={"pyworkflow.plugin": "etpicker = etpicker"},

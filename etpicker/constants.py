@@ -7,7 +7,7 @@ ETPICKER_ENV_ACTIVATION = "ETPICKER_ENV_ACTIVATION"
 ENV_NAME = "etpicker-%s" % VERSION
 DEFAULT_ACTIVATION = "conda activate %s" % ENV_NAME
 CORE_PYTHON_VERSION = "3.11"
-CORE_REQUIREMENTS = ["torch==2.13.0", "numpy", "scipy", "mrcfile"]
+CORE_REQUIREMENTS = ["torch==2.13.0", "numpy", "scipy", "mrcfile", "tqdm"]
 INSTALLED_FLAG = "etpicker_env_installed"
 CORE_MODULE = "etpicker.core"
 

@@ -21,6 +21,7 @@ from .labels import LABEL_TYPES, paint_labels
 from .metrics import ALL, evaluate_many, tolerances
 from .model_store import load_model
 from .pick import pick_tomogram, voxel_size_warning
+from .recipe import CPU_RECIPE, GPU_RECIPE, LABEL_PER_PARTICLE
 from .settings import AMP_MODES, DEFAULT_DIAMETER, MIN_VAL_PARTICLES, PickSettings, TrainSettings, check_voxel_size
 from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
 from .train import train
@@ -121,6 +122,12 @@ def _labels(args):
     print(f"wrote {args.out}: {len(coords)} particles, classes {','.join(classes)}", flush=True)
 
 
+def _automatic(key):
+    def shown(value):
+        return ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}"
+    return f"default: automatic, {shown(CPU_RECIPE[key])} on a CPU, {shown(GPU_RECIPE[key])} on a GPU"
+
+
 def _add_train(subparsers):
     parser = subparsers.add_parser(
         "train", help="train a picking model",
@@ -135,7 +142,9 @@ def _add_train(subparsers):
     parser.add_argument("--val-coords", nargs="+", type=Path, default=[], metavar="V.csv")
     parser.add_argument("--val-fraction", type=_finite, default=TRAIN_DEFAULTS["val_fraction"])
     parser.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
-    parser.add_argument("--diameter", dest="diameters", type=_number_list, help=_diameter_help(DEFAULT_DIAMETER))
+    parser.add_argument("--diameter", dest="diameters", type=_number_list, metavar="D[,D2...]",
+                        help=_diameter_help(f"{LABEL_PER_PARTICLE:g} of --particle-diameter when given, else "
+                                            f"{DEFAULT_DIAMETER}"))
     parser.add_argument("--label-type", choices=LABEL_TYPES, default=TRAIN_DEFAULTS["label_type"])
     parser.add_argument("--classes", type=_name_list, metavar="A,B",
                         help="class order (default: sorted class names of the coordinates)")
@@ -146,19 +155,25 @@ def _add_train(subparsers):
     parser.add_argument("--max-minutes", type=_finite, help="wall-clock budget of the whole run (minutes): the "
                         "learning rate anneals over it and training stops when it is spent, "
                         "mid-epoch if need be (that epoch is still validated), keeping the best model")
-    parser.add_argument("--patch", type=int, default=TRAIN_DEFAULTS["patch"], help="training patch size, a multiple of 8")
+    parser.add_argument("--particle-diameter", dest="particle_diameters", type=_number_list, metavar="D[,D2...]",
+                        help="particle diameter in voxels, one for all classes or one per class in class order: "
+                             "the weak labels (0.6 of it), the validation tolerance and the automatic patch follow "
+                             "from it")
+    parser.add_argument("--patch", type=int, help=f"training patch size, a multiple of 8 (default: automatic, "
+                        f"{CPU_RECIPE['patch']} on a CPU, {GPU_RECIPE['patch']} on a GPU, larger for large particles)")
     parser.add_argument("--pad", type=int, help="tile margin of validation picking, stored in the model for "
                                                 "picking (default patch/6, 12 for 72)")
-    parser.add_argument("--batch", type=int, default=TRAIN_DEFAULTS["batch"])
-    parser.add_argument("--lr", type=_finite, default=TRAIN_DEFAULTS["lr"], help="peak learning rate of the one-cycle schedule")
-    parser.add_argument("--ce-weight", type=_finite, default=TRAIN_DEFAULTS["ce_weight"], help="weight of cross-entropy added to Dice")
+    parser.add_argument("--batch", type=int, help=_automatic("batch"))
+    parser.add_argument("--lr", type=_finite, help="peak learning rate of the one-cycle schedule; " + _automatic("lr"))
+    parser.add_argument("--ce-weight", type=_finite,
+                        help="weight of cross-entropy added to Dice; " + _automatic("ce_weight"))
     parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
                         help="do not fit the per-class shape checks after training (a logistic model on the "
                              "density around each pick, kept for a class where it raised "
                              "validation F1); assumes the annotations are complete")
     _add_amp(parser)
-    parser.add_argument("--widths", type=lambda t: _number_list(t, int), default=list(TRAIN_DEFAULTS["widths"]),
-                        metavar="W1,W2,W3,W4", help="channels per network level")
+    parser.add_argument("--widths", type=lambda t: _number_list(t, int), metavar="W1,W2,W3,W4",
+                        help="channels per network level; " + _automatic("widths"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
@@ -187,8 +202,8 @@ def _add_pick(subparsers):
     parser.add_argument("--out", required=True, type=Path, metavar="PRED_DIR")
     parser.add_argument("--pad", type=int, help="tile margin (default: the model's, the one its training "
                         "validated with)")
-    parser.add_argument("--threshold", type=_finite, default=PICK_DEFAULTS["threshold"], help="foreground probability (1 - background) that makes a voxel "
-                                                                     "foreground")
+    parser.add_argument("--threshold", type=_finite, default=PICK_DEFAULTS["threshold"],
+                        help="foreground probability (1 - background) that makes a voxel foreground")
     parser.add_argument("--min-score", type=_finite, help="drop maxima scoring below this (default: per class, "
                                                         "the fraction of a fully segmented ball's score that gave "
                                                         "the best validation F1 in training; for a class with a "

@@ -1,9 +1,9 @@
 """Picking accuracy: one-to-one matching within a tolerance, P/R/F1 per class, summed over
 tomograms, and swept over score thresholds.
 
-Torch-free: the CLI, the evaluate protocol, the viewers and the benchmarks all score here. Conventions: a prediction matches at most one
-true particle and vice versa (extra predictions near one particle are false positives);
-distance <= tolerance matches. Empty ratios: precision is 1 when there are no predictions
+Torch-free: the CLI, the evaluate protocol, the viewers and the benchmarks all score here.
+Conventions: a prediction matches at most one true particle and vice versa (extra
+predictions near one particle are false positives); distance <= tolerance matches. Empty ratios: precision is 1 when there are no predictions
 and nothing to find, else tp / (tp + fp) with 0/0 = 0; recall likewise with tp / (tp + fn);
 so an empty prediction on an empty ground truth scores precision = recall = F1 = 1.
 """

@@ -46,7 +46,7 @@ def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score
     device = torch.device(device)
     class_map = segment(model, tomogram.data, centre, scale, config["patch"], pad, batch=batch, device=device,
                         threshold=threshold, probability_out=probability_out,
-                        amp_dtype=autocast_dtype(device, amp))
+                        amp_dtype=autocast_dtype(device, amp), description=f"segmenting {tomogram.stem}")
     class_ids, zyx, score = mp_nms(class_map, config["diameters"], min_score=min_score,
                                    min_distance=min_distance, device=device,
                                    relative_min_score=relative_min_score)

@@ -77,6 +77,14 @@ def voxel_sizes_agree(sizes):
     return max(sizes) <= min(sizes) * (1 + VOXEL_SIZE_TOLERANCE)
 
 
+def check_particle_diameters(values):
+    """Positive particle diameters (voxels) as floats; InputError otherwise."""
+    values = [float(v) for v in values]
+    if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
+        raise InputError(f"particle diameters must be positive numbers of voxels, got {values}")
+    return values
+
+
 def _check_amp(amp):
     if amp not in AMP_MODES:
         raise InputError(f"unknown mixed-precision mode {amp!r}; use {' or '.join(AMP_MODES)}")
@@ -84,7 +92,7 @@ def _check_amp(amp):
 
 class _Settings:
     def to_json(self):
-        """The settings as plain JSON data (tuples as lists)."""
+        """The settings as plain JSON data (tuples as lists); None where still automatic."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
     @classmethod
@@ -95,21 +103,25 @@ class _Settings:
 
 @dataclass
 class TrainSettings(_Settings):
-    """How to train. `pad` None: default_pad(patch); `diameters` None or one value: the
-    same for every class; `classes` None: the annotations' names in sorted_names order;
-    `voxel_size` None: the tomograms' headers; `max_minutes` None: no time budget."""
+    """How to train. patch, widths, batch, lr and ce_weight None: chosen by the automatic
+    recipe (recipe.choose); `pad` None: default_pad(patch); `particle_diameters` (voxels)
+    and `diameters` (weak labels, voxels) None or one value: the same for every class,
+    label diameters from the particle diameters when only those are given; `classes`
+    None: the annotations' names in sorted_names order; `voxel_size` None: the
+    tomograms' headers; `max_minutes` None: no time budget."""
     classes: list = None
+    particle_diameters: list = None
     diameters: list = None
     label_type: str = "tball"
     voxel_size: float = None
-    patch: int = 72
+    patch: int = None
     pad: int = None
-    widths: tuple = DEFAULT_WIDTHS
+    widths: tuple = None
     epochs: int = 60
     max_minutes: float = None
-    batch: int = 8
-    lr: float = 1e-3
-    ce_weight: float = 0.0
+    batch: int = None
+    lr: float = None
+    ce_weight: float = None
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
@@ -119,16 +131,21 @@ class TrainSettings(_Settings):
     def __post_init__(self):
         if self.label_type not in LABEL_TYPES:
             raise InputError(f"unknown label type {self.label_type!r}; choose one of {', '.join(LABEL_TYPES)}")
-        check_patch(self.patch)
-        self.pad = check_pad(default_pad(self.patch) if self.pad is None else self.pad, self.patch)
-        self.widths = tuple(check_widths(self.widths))
+        if self.patch is not None:
+            check_patch(self.patch)
+            self.pad = check_pad(default_pad(self.patch) if self.pad is None else self.pad, self.patch)
+        if self.widths is not None:
+            self.widths = tuple(check_widths(self.widths))
+        if self.particle_diameters is not None:
+            self.particle_diameters = check_particle_diameters(self.particle_diameters)
         if self.diameters is not None:
             self.diameters = check_diameters(self.diameters)
         if self.classes is not None:
             self.classes = [str(name) for name in self.classes]
-        if not self.ce_weight >= 0:
+        if self.ce_weight is not None and not self.ce_weight >= 0:
             raise InputError(f"--ce-weight must be at least 0, got {self.ce_weight}")
-        if self.epochs < 1 or self.batch < 1 or not self.lr > 0:
+        if self.epochs < 1 or (self.batch is not None and self.batch < 1) or (self.lr is not None
+                                                                              and not self.lr > 0):
             raise InputError("--epochs and --batch must be at least 1 and --lr positive")
         if not 0 < self.val_fraction < 1:
             raise InputError(f"--val-fraction must lie between 0 and 1, got {self.val_fraction}")

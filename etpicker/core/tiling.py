@@ -9,6 +9,7 @@ from .device import autocast
 from .errors import InputError
 from .io import release_pages
 from .prefetch import prefetch
+from .progress import tracked
 from .settings import check_pad, check_probability_threshold
 
 
@@ -77,7 +78,7 @@ def tile_batches(volume, tiles, patch, batch, centre, scale):
 
 
 def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", threshold=0.5,
-            probability_out=None, amp_dtype=None):
+            probability_out=None, amp_dtype=None, description="segmenting"):
     """Segment `volume` (a [z, y, x] array or memory map) into a uint8 class map.
 
     A voxel is foreground when 1 - p_background >= threshold, and then gets the most
@@ -93,7 +94,8 @@ def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", thr
     class_map = np.zeros(volume.shape, dtype=np.uint8)
     tiles = tile_origins(volume.shape, patch, pad)
     model.eval()
-    for chunk, inputs in prefetch(tile_batches(volume, tiles, patch, batch, centre, scale)):
+    batches = prefetch(tile_batches(volume, tiles, patch, batch, centre, scale))
+    for chunk, inputs in tracked(batches, -(-len(tiles) // batch), description, "tile batches"):
         inputs = torch.from_numpy(inputs).unsqueeze(1).to(device)
         with torch.no_grad(), autocast(device, amp_dtype):
             logits = model(inputs)

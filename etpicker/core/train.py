@@ -5,6 +5,7 @@ config.json) whenever validation improves, and `checkpoint.pt` plus `history.csv
 every epoch, so a run stopped by its time budget (or killed) leaves a usable model and can
 be resumed.
 """
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, recipe
 from .augment import default_augmentation
+from .budget import TimeBudget, seconds_per_batch, shapes_of
 from .device import autocast_dtype, dtype_name, resolve_device
 from .errors import InputError
 from .model import build_model
@@ -22,7 +24,7 @@ from .model_folder import (CHECKPOINT_NAME, FORMAT, HISTORY_NAME, WEIGHTS_NAME, 
 from .model_store import load_checkpoint, load_model, load_weights, save_checkpoint, save_weights
 from .sampling import PatchSampler, patch_origin
 from .settings import DEFAULT_RELATIVE_MIN_SCORE, MIN_VAL_PARTICLES, TrainSettings
-from .train_data import (class_order, common_voxel_size, expand_diameters, pair_by_stem, prepare_data,
+from .train_data import (class_order, common_voxel_size, expand_diameters, pair_by_stem, per_class, prepare_data,
                          sparse_validation_classes)
 from .train_loop import one_cycle, train_epoch, validation_loss
 from .validation import CandidatePicker, fit_shape_checks, validation_scores
@@ -50,11 +52,13 @@ def _set_rng_state(state, rng, generator):
 def _model_config(settings, classes, diameters, voxel_size, pairs, held_out, init_model):
     """config.json of a new run: what picking needs, and how the model was trained."""
     training = settings.to_json()
-    for key in ("classes", "diameters", "voxel_size", "patch", "widths", "label_type"):  # stored at the top
+    for key in ("classes", "particle_diameters", "diameters", "voxel_size", "patch", "widths",
+                "label_type"):  # stored at the top
         training.pop(key)
     training.update(val_fraction=settings.val_fraction if held_out else None,
                     tomograms=[str(t.path) for t, _ in pairs], init_model=str(init_model or ""))
-    return {"format": FORMAT, "classes": classes, "diameters": diameters, "label_type": settings.label_type,
+    return {"format": FORMAT, "classes": classes, "diameters": diameters,
+            "particle_diameters": settings.particle_diameters, "label_type": settings.label_type,
             "voxel_size": voxel_size, "patch": settings.patch, "pad": settings.pad,
             "widths": list(settings.widths), "coordconv": True, "pyramid": True,
             "normalisation": "robust-standardise", "version": __version__, "training": training}
@@ -89,6 +93,29 @@ def _clear(out, log):
         log(f"replacing the model in {out} (give --resume to continue it instead)")
 
 
+def _resolve(settings, n_classes, device, voxel_size, log):
+    """(settings with the automatic recipe filled in, label diameters per class, {setting:
+    value} chosen automatically), the choice logged as training's first line."""
+    particles = settings.particle_diameters and per_class(settings.particle_diameters, n_classes,
+                                                          "particle diameter")
+    chosen = recipe.choose(settings.to_json(), device.type, particles)
+    settings = dataclasses.replace(settings, **chosen, particle_diameters=particles)
+    if settings.diameters is None and particles:
+        diameters = recipe.label_diameters(particles)
+        chosen["diameters"] = diameters
+    else:
+        diameters = expand_diameters(settings.diameters, n_classes)
+    described = {key: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+                 for key, value in chosen.items()}
+    log(f"recipe ({'automatic for ' + device.type if chosen else 'as given'}): patch {settings.patch}, "
+        f"batch {settings.batch}, widths {','.join(map(str, settings.widths))}, lr {settings.lr:g}, "
+        f"ce-weight {settings.ce_weight:g}, label diameters {','.join(map(str, diameters))} voxels"
+        + (f"; chosen: {', '.join(f'{k} {v}' for k, v in described.items())}" if chosen else ""))
+    for warning in recipe.size_warnings(particles or [], voxel_size):
+        log(warning)
+    return settings, diameters, chosen
+
+
 def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init_model=None, settings=None,
           log=print, **options):
     """Train a picking model into the folder `out`; returns a summary dict. `settings` (a
@@ -102,19 +129,19 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     pairs = pair_by_stem(tomos, coords, voxel_size=settings.voxel_size)
     val_pairs = pair_by_stem(val_tomos, val_coords, "--val-coords", settings.voxel_size) if val_tomos else []
     classes = class_order([c for _, c in pairs], settings.classes)
-    diameters = expand_diameters(settings.diameters, len(classes))
     # A stated voxel size (Scipion's sampling rate) is known better than the headers.
     voxel_size = settings.voxel_size or common_voxel_size([t for t, _ in pairs + val_pairs])
-
     torch.manual_seed(settings.seed)
-    config = _model_config(settings, classes, diameters, voxel_size, pairs, not val_pairs, init_model)
     if init_model:
         model, init_config = load_model(init_model, device)
         if list(init_config["classes"]) != classes:
             raise InputError(f"--init-model {init_model} was trained for classes {','.join(init_config['classes'])}, "
                              f"these annotations have {','.join(classes)}")
-        config["widths"] = init_config["widths"]
-    else:
+        settings = dataclasses.replace(settings, widths=init_config["widths"])
+    settings, diameters, chosen = _resolve(settings, len(classes), device, voxel_size, log)
+    config = _model_config(settings, classes, diameters, voxel_size, pairs, not val_pairs, init_model)
+    config["recipe"] = {"device": device.type, "automatic": sorted(chosen)}  # what the user left unset
+    if not init_model:
         model = build_model(config).to(device)
 
     patch, pad, batch = settings.patch, settings.pad, settings.batch
@@ -143,8 +170,10 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     steps_per_epoch = math.ceil(sampler.n_patches / batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
     clock = {"started": started, "before": 0.0}  # "before": seconds spent by the runs a resume continues
-    budget = None if settings.max_minutes is None else 60.0 * settings.max_minutes
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle(epochs * steps_per_epoch, budget, clock))
+    time_budget = TimeBudget(None if settings.max_minutes is None else 60.0 * settings.max_minutes, started)
+    # the learning rate anneals over training's share of the budget
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, one_cycle(epochs * steps_per_epoch, time_budget.training_seconds, clock))
     amp_dtype = autocast_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     rng = np.random.default_rng(settings.seed)
@@ -154,7 +183,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     if resume:
         history, best, first_epoch = _resume(out, config, device, model, optimizer, scheduler, scaler, rng,
                                              generator)
-        clock["before"] = sum(row["seconds"] for row in history)
+        clock["before"] = time_budget.before = sum(row["seconds"] for row in history)
         log(f"resuming {out} after epoch {first_epoch}/{epochs}")
     else:
         _clear(out, log)
@@ -164,11 +193,12 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     n_channels = len(classes) + 1
     stopped_by_budget = False
     fits_checks = settings.shape_check and scores_particles
-    # Seconds the shape checks will take at the end, kept out of the network's share of the
-    # budget: mostly picking every training tomogram once, estimated from validation's picking.
-    reserve = 0.0
     val_voxels = sum(val.tomogram.data.size for val in val_sets)
     train_voxels = sum(int(np.prod(source.limit_zyx)) for source in sources)
+    if time_budget.budget is not None:  # validation and the checks are held back from training's share
+        time_budget.estimate(seconds_per_batch(model, patch, batch, device, amp_dtype), batch, patch, pad,
+                             [val.tomogram.data.shape for val in val_sets] if scores_particles else [],
+                             shapes_of(sources), len(val_plan), fits_checks)
     if not resume:
         n_particles = sum(int(s.trainable.sum()) for s in sources)
         log(f"training on {n_particles} particles ({', '.join(classes)}) + {sampler.n_background} background "
@@ -178,18 +208,19 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         epoch_started = time.monotonic()
         plan = sampler.epoch_plan(rng)
         # The budget covers the whole run, resumed parts included (raise it to go on).
-        deadline = None if budget is None else started + budget - clock["before"] - reserve
         train_loss = train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler,
-                                 scaler, device, amp_dtype, n_channels, settings.ce_weight, deadline)
+                                 scaler, device, amp_dtype, n_channels, settings.ce_weight,
+                                 time_budget.training_deadline(), f"epoch {epoch + 1}/{epochs}")
+        validation_started = time.monotonic()
         val_loss = validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, n_channels)
+        picking_started = time.monotonic()
         if scores_particles:
-            picking_started = time.monotonic()
             precision, recall, f1, min_scores = validation_scores(picker, val_sets)
-            if fits_checks:
-                reserve = (time.monotonic() - picking_started) * (1 + train_voxels / val_voxels)
         else:  # nothing to pick for: no F1, default thresholds
             precision = recall = f1 = math.nan
             min_scores = {name: DEFAULT_RELATIVE_MIN_SCORE for name in classes}
+        time_budget.measured(time.monotonic() - validation_started, time.monotonic() - picking_started,
+                             train_voxels, val_voxels, fits_checks)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_precision": precision,
                "val_recall": recall, "val_f1": f1, "seconds": time.monotonic() - epoch_started,
                "val_min_scores": min_scores}
@@ -206,9 +237,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         write_history(out, history)
         log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {f1:.3f} min_scores "
             f"{'/'.join(f'{value:.2f}' for value in min_scores.values())} ({row['seconds']:.1f} s)")
-        elapsed = clock["before"] + time.monotonic() - started
         # Epochs are cut at the deadline, so the budget is spent on training, not guessed.
-        if budget is not None and epoch + 1 < epochs and elapsed + reserve >= budget:
+        if epoch + 1 < epochs and time_budget.exhausted():
             stopped_by_budget = True
             log(f"time budget of {settings.max_minutes:g} min reached after epoch {epoch + 1}; stopping")
             break

@@ -35,14 +35,19 @@ def class_order(coords_list, classes=None):
     return classes
 
 
+def per_class(values, n_classes, what="diameter"):
+    """One value per class from one value (for every class) or one per class."""
+    values = list(values)
+    if len(values) == 1:
+        values = values * n_classes
+    if len(values) != n_classes:
+        raise InputError(f"give one {what} or one per class ({n_classes}), got {len(values)}")
+    return values
+
+
 def expand_diameters(diameters, n_classes, default=DEFAULT_DIAMETER):
-    """One diameter per class: none given -> default, one -> for every class."""
-    diameters = [default] if not diameters else list(diameters)
-    if len(diameters) == 1:
-        diameters = diameters * n_classes
-    if len(diameters) != n_classes:
-        raise InputError(f"give one diameter or one per class ({n_classes}), got {len(diameters)}")
-    return check_diameters(diameters)
+    """One weak-label diameter per class: none given -> default, one -> for every class."""
+    return check_diameters(per_class(diameters or [default], n_classes))
 
 
 def pair_by_stem(tomo_paths, coord_paths, what="--coords", voxel_size=None):

@@ -9,6 +9,7 @@ from .device import autocast
 from .errors import InputError
 from .losses import dice_ce_loss, soft_target
 from .prefetch import prefetch
+from .progress import tracked
 
 DIVERGED_STEPS = 3  # consecutive non-finite training losses that stop a run
 
@@ -16,13 +17,15 @@ DIVERGED_STEPS = 3  # consecutive non-finite training losses that stop a run
 def one_cycle(total_steps, budget, clock, warmup=0.3, start=1 / 25, end=1e-4):
     """Learning-rate factor per step: cosine warm-up from `start` to 1, then cosine
     annealing to `end`, over whichever runs out first, the planned steps or the time
-    budget. A run cut short by --max-minutes then still anneals instead of stopping near
+    budget (seconds, or a function giving them as their estimate changes). A run cut
+    short by --max-minutes then still anneals instead of stopping near
     its peak rate (what a step-sized one-cycle schedule would do)."""
     def factor(step):
         progress = step / total_steps
-        if budget is not None:
+        limit = budget() if callable(budget) else budget
+        if limit is not None:
             spent = clock["before"] + time.monotonic() - clock["started"]
-            progress = max(progress, spent / budget)
+            progress = max(progress, spent / max(limit, 1e-9))
         progress = min(progress, 1.0)
         if progress < warmup:
             return start + (1 - start) * (1 - math.cos(math.pi * progress / warmup)) / 2
@@ -31,12 +34,12 @@ def one_cycle(total_steps, budget, clock, warmup=0.3, start=1 / 25, end=1e-4):
 
 
 def train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler, scaler,
-                 device, amp_dtype, n_channels, ce_weight, deadline=None):
+                 device, amp_dtype, n_channels, ce_weight, deadline=None, description="training"):
     """One pass over the plan, or until `deadline` (time.monotonic()): on a slow CPU a
     single epoch can outlast the whole time budget."""
     model.train()
     total, count, diverged = 0.0, 0, 0
-    for image, label in prefetch(sampler.batches(plan, batch)):
+    for image, label in tracked(prefetch(sampler.batches(plan, batch)), math.ceil(len(plan) / batch), description):
         if deadline is not None and count and time.monotonic() > deadline:
             break
         image, label = augmentation(image.to(device), label.to(device), generator)

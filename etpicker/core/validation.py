@@ -8,6 +8,7 @@ from .io import Coords
 from .metrics import best_min_scores, matched, tolerances
 from .pick import pick_tomogram
 from .postprocess import ideal_score
+from .progress import tracked
 from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, HARMONIC_DEGREES, MIN_EXAMPLES, THRESHOLD_CHOICES,
                           fit_shape_check, probabilities, profile_radius, shape_features)
 
@@ -41,7 +42,9 @@ class CandidatePicker:
 
     @property
     def tolerances(self):
-        return tolerances(self.config["classes"], self.config["diameters"])
+        """Matching distances from the particle diameters, where the model knows them, as a
+        user evaluates picks; else from the label diameters."""
+        return tolerances(self.config["classes"], self.config.get("particle_diameters") or self.config["diameters"])
 
 
 def validation_candidates(picker, val_sets):
@@ -67,7 +70,8 @@ def _training_examples(picker, training_regions, radius):
     """{class: (features, network scores, is true)} of the candidates picked in the training regions."""
     tolerance = picker.tolerances
     examples = {name: [] for name in picker.config["classes"]}
-    for tomogram, coords, stats, limit in training_regions:
+    for tomogram, coords, stats, limit in tracked(training_regions, len(training_regions),
+                                                  "shape checks: picking the training tomograms", "tomograms"):
         picks = picker(tomogram, stats)
         picks = picks.subset(np.all(picks.xyz[:, ::-1] < np.asarray(limit), axis=1))
         for name in examples:

@@ -8,9 +8,10 @@ from ..constants import OUTPUT_MODEL
 from ..core import model_folder, settings  # torch-free: the core's rules for these fields
 from ..core.errors import InputError
 from ..core.labels import LABEL_TYPES
+from ..core.recipe import CPU_RECIPE, GPU_RECIPE, PATCH_PER_PARTICLE
 from ..core.settings import MIN_VAL_PARTICLES
 from ..objects import EtPickerModel
-from .protocol_base import EtPickerProtBase, quote, quoteAll, diameterArgs, diameterErrors
+from .protocol_base import EtPickerProtBase, quote, quoteAll, diameterArgs, diameterErrors, parseDiameters
 
 
 DEFAULTS = settings.TrainSettings.defaults()  # the core's, for the form
@@ -62,8 +63,17 @@ class EtPickerProtTrain(EtPickerProtBase):
         self._defineLabelParams(form)
 
         form.addSection(label="Training")
-        form.addParam("patch", params.IntParam, default=DEFAULTS["patch"], label="Patch size (voxels)",
-                      help="Edge of the cubic training patch, a multiple of 8.")
+        form.addParam("particleDiameters", params.StringParam, default="",
+                      label="Particle diameter (Å)",
+                      help="The particles' diameter in Å: one value for all classes or one per "
+                           "class (comma separated). The weak labels (unless given), the "
+                           "validation tolerance and the automatic patch follow from it. "
+                           "Empty: each coordinate set's box size.")
+        form.addParam("patch", params.IntParam, allowsNull=True, label="Patch size (voxels) (optional)",
+                      help="Edge of the cubic training patch, a multiple of 8. Empty: automatic "
+                           "(%d on a CPU, %d on a GPU, larger for particles over %d voxels)."
+                           % (CPU_RECIPE["patch"], GPU_RECIPE["patch"],
+                              CPU_RECIPE["patch"] / PATCH_PER_PARTICLE))
         form.addParam("pad", params.IntParam, allowsNull=True,
                       label="Tile padding (voxels) (optional)",
                       help="Border of each tile discarded when validating by picking; "
@@ -74,9 +84,13 @@ class EtPickerProtTrain(EtPickerProtBase):
                       label="Time budget (minutes)",
                       help="Stop after this many minutes, keeping the best model so far. "
                            "0: no limit.")
-        form.addParam("batch", params.IntParam, default=DEFAULTS["batch"], label="Batch size (patches)")
-        form.addParam("learningRate", params.FloatParam, default=DEFAULTS["lr"],
-                      label="Learning rate")
+        form.addParam("batch", params.IntParam, allowsNull=True, label="Batch size (patches) (optional)",
+                      help="Empty: automatic (%d on a CPU, %d on a GPU)."
+                           % (CPU_RECIPE["batch"], GPU_RECIPE["batch"]))
+        form.addParam("learningRate", params.FloatParam, allowsNull=True,
+                      label="Learning rate (optional)",
+                      help="Peak of the one-cycle schedule. Empty: automatic (%g on a CPU, %g on "
+                           "a GPU)." % (CPU_RECIPE["lr"], GPU_RECIPE["lr"]))
         form.addParam("seed", params.IntParam, default=DEFAULTS["seed"], label="Random seed")
         form.addParam("shapeCheck", params.BooleanParam, default=DEFAULTS["shape_check"],
                       label="Fit shape checks?",
@@ -91,7 +105,9 @@ class EtPickerProtTrain(EtPickerProtBase):
                       expertLevel=params.LEVEL_ADVANCED, label="Network widths",
                       help="Channels of the 4 network levels, e.g. 24,48,72,108 (the "
                            "reference). Smaller widths train faster but learn less. "
-                           "Empty: the core's default.")
+                           "Empty: automatic (%s on a CPU, %s on a GPU)."
+                           % (",".join(map(str, CPU_RECIPE["widths"])),
+                              ",".join(map(str, GPU_RECIPE["widths"]))))
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.convertInputStep)
@@ -117,10 +133,13 @@ class EtPickerProtTrain(EtPickerProtBase):
                 # Scipion's sampling rate, not the MRC headers (often wrong after import)
                 "--voxel-size %g" % samplingRate,
                 diameterArgs(self.diameters.get(), samplingRate),
-                "--epochs %d --patch %d --batch %d --lr %g --seed %d"
-                % (self.epochs.get(), self.patch.get(), self.batch.get(),
-                   self.learningRate.get(), self.seed.get()),
+                self._particleDiameterArgs(samplingRate),
+                "--epochs %d --seed %d" % (self.epochs.get(), self.seed.get()),
                 self._deviceArg()]
+        for option, value, form in (("--patch", self.patch.get(), "%d"), ("--batch", self.batch.get(), "%d"),
+                                    ("--lr", self.learningRate.get(), "%g")):
+            if value is not None:  # empty: the core's automatic recipe
+                args.append(("%s " + form) % (option, value))
         if self.valTomograms.get() is not None:
             args += ["--val-tomos", quoteAll(self._inputFiles("val", "tomos", ".mrc")),
                      "--val-coords", quoteAll(self._inputFiles("val", "coords", ".csv"))]
@@ -215,14 +234,37 @@ class EtPickerProtTrain(EtPickerProtBase):
             errors += self._voxelSizeErrors(tomograms, initModel)
         errors += diameterErrors(self.diameters.get(), len(coordSets),
                                  tomograms.getSamplingRate())
+        try:
+            particles = parseDiameters(self.particleDiameters.get())
+        except ValueError as error:
+            return errors + [str(error).replace("Diameters", "Particle diameters")]
+        if len(particles) not in (0, 1, len(coordSets)):
+            errors.append("Give one particle diameter for all classes or one per class (%d); got %d."
+                          % (len(coordSets), len(particles)))
         return errors
+
+    def _particleDiametersAngstrom(self):
+        """Particle diameter per class in Å: the form's, else each set's box size (0 unknown)."""
+        typed = parseDiameters(self.particleDiameters.get())
+        if typed:
+            return typed
+        return [(p.get().getBoxSize() or 0) * p.get().getSamplingRate() for p in self.inputCoordinates]
+
+    def _particleDiameterArgs(self, samplingRate):
+        """``--particle-diameter`` in voxels; '' where a size is unknown (the core then uses
+        its label default)."""
+        diameters = self._particleDiametersAngstrom()
+        if not diameters or min(diameters) <= 0:
+            return ""
+        return "--particle-diameter %s" % ",".join("%.4g" % (d / samplingRate) for d in diameters)
 
     def _settingErrors(self):
         """The core's own checks of patch, padding and widths, as form messages."""
         try:
-            patch = settings.check_patch(self.patch.get())
-            if self.pad.get() is not None:
-                settings.check_pad(self.pad.get(), patch)
+            if self.patch.get() is not None:
+                patch = settings.check_patch(self.patch.get())
+                if self.pad.get() is not None:
+                    settings.check_pad(self.pad.get(), patch)
             if self.widths.get():
                 parts = self.widths.get().replace(" ", "").split(",")
                 if not all(p.isdigit() for p in parts):
@@ -259,6 +301,16 @@ class EtPickerProtTrain(EtPickerProtBase):
         summary = ["Classes: %s." % ", ".join(self._classNames())]
         if self.hasAttribute(OUTPUT_MODEL):
             summary.append("Model: %s" % getattr(self, OUTPUT_MODEL))
+        configFile = os.path.join(self._modelDir(), model_folder.CONFIG_NAME)
+        if os.path.exists(configFile):  # what the automatic recipe chose, once training started
+            config = model_folder.read_config(self._modelDir())
+            training = config.get("training", {})
+            summary.append("Recipe (%s): patch %s, batch %s, widths %s, learning rate %s, label "
+                           "diameters %s voxels; chosen automatically: %s."
+                           % (config.get("recipe", {}).get("device", "?"), config.get("patch"),
+                              training.get("batch"), ",".join(map(str, config.get("widths", []))),
+                              training.get("lr"), ",".join(map(str, config.get("diameters", []))),
+                              ", ".join(config.get("recipe", {}).get("automatic", [])) or "nothing"))
         return summary
 
     def _methods(self):

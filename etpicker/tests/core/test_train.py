@@ -14,7 +14,7 @@ from etpicker.core.settings import DEFAULT_DIAMETER, DEFAULT_RELATIVE_MIN_SCORE,
 from etpicker.core.validation import MIN_SCORE_CHOICES
 
 # val_fraction 0.4: the held-out block then scores 3 of the tiny tomogram's 8 particles (0.2: none)
-TINY = dict(epochs=3, patch=16, batch=4, widths=(4, 8, 8, 8), lr=3e-3, val_fraction=0.4, device="cpu",
+TINY = dict(epochs=3, patch=16, batch=4, widths=(4, 8, 8, 8), lr=3e-3, ce_weight=0.0, val_fraction=0.4, device="cpu",
             log=lambda _: None)
 
 

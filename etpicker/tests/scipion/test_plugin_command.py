@@ -112,7 +112,7 @@ def test_define_binaries_creates_the_conda_env_with_torch_and_the_core():
     (command, flag), = kwargs["commands"]
     assert name == "etpicker" and kwargs["neededProgs"] == ["conda"]
     assert "conda create -y -n %s python=3.11" % ENV_NAME in command
-    assert "pip install torch==2.13.0 numpy scipy mrcfile" in command
+    assert "pip install torch==2.13.0 numpy scipy mrcfile tqdm" in command
     # In a source checkout the bundled core comes from this very tree, editable.
     assert "pip install --no-deps -e %s" % REPO in command
     assert command.endswith("touch %s" % flag)
