@@ -237,8 +237,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench_output/accuracy"))
     parser.add_argument("--snr", type=float, nargs="+", default=(0.1, 0.05))
-    parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 256),
-                        metavar=("Z", "Y", "X"))
+    parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="voxels (default: 128 256 256 at 10 Å/voxel, the same field of view at "
+                             "another --voxel-size)")
+    parser.add_argument("--voxel-size", type=float, default=realistic.VOXEL_SIZE,
+                        help="Å per voxel of the tomograms (default %(default)g, the maps'; others are "
+                             "resampled: binned or finer)")
     parser.add_argument("--val-shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="default: --shape. Validation picks choose the best epoch and each "
                              "class's score threshold; 21 particles (64 160 160) made both noisy")
@@ -250,7 +254,8 @@ def main(argv=None):
                         help="training budget per SNR (default %(default)s)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--train-args", default="",
-                        help="extra options for `train`, e.g. \"--diameter 9 --patch 64\"")
+                        help="extra options for `train`, e.g. \"--diameter 9 --patch 64\"; train always gets "
+                             "the targets' --particle-diameter and otherwise its defaults")
     parser.add_argument("--pick-args", default="", help="extra options for `pick`")
     parser.add_argument("--skip-dog", action="store_true", help="skip the DoG baseline")
     parser.add_argument("--seed", type=int, default=0)
@@ -266,19 +271,22 @@ def main(argv=None):
         return 2
     targets = tuple(args.targets.split(","))
     classes = sorted(targets)  # the core's class order when --classes is not given
-    diameters = [templates[name].diameter for name in classes]
+    finer = realistic.VOXEL_SIZE / args.voxel_size  # the maps' voxels per tomogram voxel, along an axis
+    args.shape = tuple(args.shape or (int(round(n * finer)) for n in (128, 256, 256)))
+    diameters = [finer * templates[name].diameter for name in classes]
     tolerances = metrics.tolerances(classes, diameters)
-    sizes = {name: template.diameter for name, template in templates.items()}
+    sizes = {name: finer * template.diameter for name, template in templates.items()}
     log("targets (particle diameter, voxels): "
         + ", ".join(f"{name} {d:.1f}" for name, d in zip(classes, diameters)))
 
     started = time.time()
     log(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     data = realistic.generate(args.out / "data", args.n_train + args.n_test, tuple(args.shape),
-                              args.snr, args.seed, targets, templates=templates, log=log)
+                              args.snr, args.seed, targets, templates=templates, log=log,
+                              voxel_size=args.voxel_size)
     val_data = realistic.generate(args.out / "data_val", args.n_val, tuple(args.val_shape or args.shape),
                                   args.snr, args.seed + 1000, targets, templates=templates,
-                                  log=log)
+                                  log=log, voxel_size=args.voxel_size)
     rows = []
     for snr in args.snr:
         train, test = data[snr][:args.n_train], data[snr][args.n_train:]
@@ -294,7 +302,8 @@ def main(argv=None):
              *(["--val-tomos", *[m for m, _ in val], "--val-coords", *[c for _, c in val]]
                if val else []),
              "--out", model_dir, "--max-minutes", args.max_minutes, "--seed", args.seed,
-             "--device", args.device, *shlex.split(args.train_args), log=log)
+             "--device", args.device, "--particle-diameter", ",".join(f"{d:.2f}" for d in diameters),
+             *shlex.split(args.train_args), log=log)
         train_minutes = (time.time() - train_started) / 60
         pick_started = time.time()
         core("pick", "--model", model_dir, "--tomos", *[m for m, _ in test],
@@ -317,7 +326,7 @@ def main(argv=None):
 
     log(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     log(f"Accuracy on held-out realistic tomograms ({args.n_test} per SNR, "
-        f"shape {tuple(args.shape)}, tolerance = particle radius / 2), "
+        f"shape {tuple(args.shape)} at {args.voxel_size:g} Å/voxel, tolerance = particle radius / 2), "
         f"{(time.time() - started) / 60:.1f} min in all")
     header = f"{'SNR':>5}  {'method':<42}" + "".join(f"{name:>8}" for name in classes) \
         + f"{'class-aware':>13}{'agnostic':>10}"

@@ -1,4 +1,5 @@
-"""Realistic simulated cryo-ET tomograms built from real density maps at 10 Å/voxel.
+"""Realistic simulated cryo-ET tomograms built from real density maps at 10 Å/voxel, imaged
+at 10 Å/voxel or resampled to another voxel size (--voxel-size: binned or finer).
 
 Target proteins (the classes to pick) are placed among many non-target proteins,
 membrane vesicles and gold beads, crowded but not overlapping, in random orientations.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 from scipy.spatial.transform import Rotation
 
 from etpicker.core.io import Coords, read_coords, write_coords
@@ -247,9 +248,42 @@ def layout(templates, shape, seed, targets=DEFAULT_TARGETS, render=True):
                          render=render)
 
 
-def simulate_series(templates, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_flip=False):
+def native_shape(shape, voxel_size):
+    """The shape at the maps' 10 Å/voxel of a volume of `shape` voxels at `voxel_size` Å."""
+    return tuple(max(16, int(round(n * voxel_size / VOXEL_SIZE))) for n in shape)
+
+
+def resample(volume, shape):
+    """A volume Fourier-resampled to `shape`, as a reconstruction at another voxel size
+    gives it (binning averages the noise away; finer voxels add no detail)."""
+    for axis, size in enumerate(shape):
+        if volume.shape[axis] != size:
+            volume = signal.resample(volume, size, axis=axis)
+    return np.asarray(volume, dtype=np.float32)
+
+
+def rescaled(rows, shape, native):
+    """Truth or object rows (name, z, y, x[, radius]) at 10 Å/voxel (`native` shape) moved to
+    the voxels of `shape` (Fourier resampling keeps voxel 0 in place)."""
+    scale = np.asarray(shape, dtype=float) / np.asarray(native, dtype=float)
+    return [(row[0], *(scale * np.asarray(row[1:4], dtype=float)), *(float(scale.mean() * r) for r in row[4:]))
+            for row in rows]
+
+
+def simulate_series(templates, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_flip=False,
+                    voxel_size=VOXEL_SIZE):
     """One crowded layout imaged at each SNR: ({snr: volume}, truth rows (name, z, y, x),
-    object rows (kind, z, y, x, radius))."""
+    object rows (kind, z, y, x, radius)), `shape` voxels at `voxel_size` Å/voxel: simulated at
+    the maps' 10 Å/voxel over the same field of view, then resampled."""
+    native = native_shape(shape, voxel_size)
+    volumes, truth, objects = _simulate_native(templates, native, snrs, seed, targets, phase_flip)
+    if native == tuple(shape):
+        return volumes, truth, objects
+    return ({snr: resample(volume, shape) for snr, volume in volumes.items()}, rescaled(truth, shape, native),
+            rescaled(objects, shape, native))
+
+
+def _simulate_native(templates, shape, snrs, seed, targets, phase_flip):
     proteins, context, truth, objects = layout(templates, shape, seed, targets)
     protein_signal = imaged_signal(proteins, phase_flip)
     signal = protein_signal + imaged_signal(context, phase_flip)
@@ -296,10 +330,10 @@ def objects_path(mrc_path):
     return Path(mrc_path).with_name(Path(mrc_path).stem + OBJECTS_SUFFIX)
 
 
-def write_tomogram(path, volume):
+def write_tomogram(path, volume, voxel_size=VOXEL_SIZE):
     with mrcfile.new(path, overwrite=True) as mrc:
         mrc.set_data(volume)
-        mrc.voxel_size = VOXEL_SIZE
+        mrc.voxel_size = voxel_size
 
 
 def snr_folder(out, snr):
@@ -307,8 +341,9 @@ def snr_folder(out, snr):
 
 
 def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_flip=False,
-             templates=None, log=print):
-    """Writes n_tomos tomograms per SNR; returns {snr: [(mrc path, csv path), ...]}."""
+             templates=None, log=print, voxel_size=VOXEL_SIZE):
+    """Writes n_tomos tomograms per SNR, `shape` voxels at `voxel_size` Å; returns {snr:
+    [(mrc path, csv path), ...]}."""
     templates = templates or load_templates()
     unknown = [name for name in targets if name not in templates]
     if unknown:
@@ -316,6 +351,8 @@ def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_fli
     # Benchmark variants reuse a series made with the same parameters (minutes per tomogram).
     params = {"n_tomos": n_tomos, "shape": list(shape), "seed": seed, "targets": list(targets),
               "phase_flip": phase_flip, "version": SERIES_VERSION}
+    if voxel_size != VOXEL_SIZE:  # series at the maps' voxel size keep their old record
+        params["voxel_size"] = voxel_size
     written = {snr: [(snr_folder(out, snr) / f"tomo_{i:02d}.mrc", snr_folder(out, snr) / f"tomo_{i:02d}.csv")
                      for i in range(n_tomos)] for snr in snrs}
     if all(_series_matches(snr_folder(out, snr), params) for snr in snrs):
@@ -323,7 +360,10 @@ def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_fli
         for index in range(n_tomos):
             paths = [objects_path(written[snr][index][0]) for snr in snrs]
             if not all(path.is_file() for path in paths):  # a series made before objects were kept
-                _, _, truth, objects = layout(templates, shape, seed + index, targets, render=False)
+                native = native_shape(shape, voxel_size)
+                _, _, truth, objects = layout(templates, native, seed + index, targets, render=False)
+                if native != tuple(shape):
+                    truth, objects = (rescaled(rows, shape, native) for rows in (truth, objects))
                 if not same_truth(truth, written[snrs[0]][index][1]):
                     log(f"{paths[0].name}: the replayed layout differs from the tomogram's (maps "
                         f"changed?); not written")
@@ -336,11 +376,11 @@ def generate(out, n_tomos, shape, snrs, seed, targets=DEFAULT_TARGETS, phase_fli
         (snr_folder(out, snr) / SERIES_RECORD).unlink(missing_ok=True)
     for index in range(n_tomos):
         volumes, truth, objects = simulate_series(templates, shape, snrs, seed + index, targets,
-                                                  phase_flip=phase_flip)
+                                                  phase_flip=phase_flip, voxel_size=voxel_size)
         stem = f"tomo_{index:02d}"
         for snr, volume in volumes.items():
             mrc_path, csv_path = written[snr][index]
-            write_tomogram(mrc_path, volume)
+            write_tomogram(mrc_path, volume, voxel_size)
             write_truth(csv_path, truth)
             write_objects(objects_path(mrc_path), objects)
         counts = {name: sum(row[0] == name for row in truth) for name in targets}
@@ -360,7 +400,9 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--n-tomos", type=int, default=4)
     parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 256),
-                        metavar=("Z", "Y", "X"), help="voxels at 10 Å")
+                        metavar=("Z", "Y", "X"), help="voxels at --voxel-size")
+    parser.add_argument("--voxel-size", type=float, default=VOXEL_SIZE,
+                        help="Å per voxel of the tomograms written (default: the maps' %(default)g)")
     parser.add_argument("--snr", type=float, nargs="+", default=(0.1, 0.05))
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                         help="comma-separated map names to pick (default %(default)s)")
@@ -370,7 +412,7 @@ def main(argv=None):
     try:
         templates = load_templates()
         generate(args.out, args.n_tomos, tuple(args.shape), args.snr, args.seed,
-                 tuple(args.targets.split(",")), args.phase_flip, templates)
+                 tuple(args.targets.split(",")), args.phase_flip, templates, voxel_size=args.voxel_size)
     except (TemplatesMissing, ValueError) as error:
         print(f"realistic: error: {error}", file=sys.stderr)
         return 2

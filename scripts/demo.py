@@ -24,9 +24,6 @@ SPLITS = {"train": 2, "validation": 1, "test": 2}  # tomograms per use
 SHAPE = (64, 128, 128)  # z, y, x voxels
 VOXEL_SIZE = 10.0  # Å
 TOLERANCE = 40.0  # Å: the radius of the smallest class (8 voxels across), a quarter of the largest's diameter
-# Small patches keep a CPU epoch to about a minute; tiles must stay larger than 2 x pad.
-# The model picks with the padding it was validated with.
-TRAINING = dict(patch=32, pad=6, batch=4, learningRate=3e-3)
 
 
 def parseArgs():
@@ -123,6 +120,7 @@ def buildProject(runner, splits, classes, args, dataDir):
             runner.run(ProtImportCoordinates3D, name,
                        {"importTomograms": output(tomograms[split], "Tomograms")},
                        filesPath=os.path.join(dataDir, "coords", name), filesPattern="*.txt",
+                       # the particle diameter, from which training derives its recipe and labels
                        boxSize=int(round(2 * PARTICLE_CLASSES[name].radius)))
             for name in classes]
 
@@ -136,8 +134,7 @@ def buildProject(runner, splits, classes, args, dataDir):
                                dict(train,
                                     valTomograms=output(tomograms["validation"], "Tomograms"),
                                     valCoordinates=coordinates("validation")),
-                               epochs=args.epochs, maxMinutes=args.minutes, seed=args.seed,
-                               **TRAINING)
+                               epochs=args.epochs, maxMinutes=args.minutes, seed=args.seed)
     runs["pick"] = runner.run(EtPickerProtPick, "pick",
                               {"inputTomograms": output(tomograms["test"], "Tomograms"),
                                "inputModel": output(runs["train"], OUTPUT_MODEL)})

@@ -53,11 +53,12 @@ class TimeBudget:
         self.checks = (picking + segmenting_seconds(train_shapes, patch, pad, batch, per_batch)) if fits_checks \
             else 0.0
 
-    def measured(self, validation, picking, train_voxels, val_voxels, fits_checks):
-        """What one validation took (`picking` of it spent picking the validation regions)."""
+    def measured(self, validation, picking, features, train_voxels, val_voxels, fits_checks):
+        """What one validation took (`picking` of it spent picking the validation regions) and
+        the estimated seconds of the shape features of its candidates."""
         self.validation = validation
-        if fits_checks:  # the checks pick every training region and validation again
-            self.checks = picking * (1 + train_voxels / val_voxels)
+        if fits_checks:  # the checks pick and describe every training region and validation again
+            self.checks = (picking + features) * (1 + train_voxels / val_voxels)
 
     def spent(self):
         return self.before + time.monotonic() - self.started

@@ -27,7 +27,8 @@ from .settings import DEFAULT_RELATIVE_MIN_SCORE, MIN_VAL_PARTICLES, TrainSettin
 from .train_data import (class_order, common_voxel_size, expand_diameters, pair_by_stem, per_class, prepare_data,
                          sparse_validation_classes)
 from .train_loop import one_cycle, train_epoch, validation_loss
-from .validation import CandidatePicker, fit_shape_checks, validation_scores
+from .validation import (CandidatePicker, feature_seconds, fit_shape_checks, validation_candidates,
+                         validation_scores)
 
 BACKGROUND_FRACTION = 0.15
 MAX_VAL_PATCHES = 64
@@ -213,14 +214,17 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
                                  time_budget.training_deadline(), f"epoch {epoch + 1}/{epochs}")
         validation_started = time.monotonic()
         val_loss = validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, n_channels)
-        picking_started = time.monotonic()
+        picking_started, features = time.monotonic(), 0.0
         if scores_particles:
-            precision, recall, f1, min_scores = validation_scores(picker, val_sets)
+            candidates = validation_candidates(picker, val_sets)
+            precision, recall, f1, min_scores = validation_scores(picker, candidates)
+            if fits_checks:
+                features = feature_seconds(picker, candidates)
         else:  # nothing to pick for: no F1, default thresholds
             precision = recall = f1 = math.nan
             min_scores = {name: DEFAULT_RELATIVE_MIN_SCORE for name in classes}
         time_budget.measured(time.monotonic() - validation_started, time.monotonic() - picking_started,
-                             train_voxels, val_voxels, fits_checks)
+                             features, train_voxels, val_voxels, fits_checks)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_precision": precision,
                "val_recall": recall, "val_f1": f1, "seconds": time.monotonic() - epoch_started,
                "val_min_scores": min_scores}

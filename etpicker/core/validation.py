@@ -1,5 +1,6 @@
 """Validation by picking: the candidates a network picks in the validation regions, the
 per-class score thresholds tuned there, and the shape checks kept where they raise F1."""
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, HARMONIC_DEGREES, MIN_EX
 # score above 1 (the network paints more than the weak label's ball): up to 1/ideal_score,
 # 3.2 for a 7-voxel label, where the best threshold of a small class can lie above 1.5.
 MIN_SCORE_CHOICES = np.round(np.arange(CANDIDATE_RELATIVE_MIN_SCORE, 3.001, 0.05), 2)
+FEATURE_SAMPLE = 16  # candidates of each class whose shape features are timed for the time budget
 
 
 @dataclass
@@ -58,12 +60,29 @@ def validation_candidates(picker, val_sets):
     return picked
 
 
-def validation_scores(picker, val_sets):
-    """Class-aware precision, recall, F1 of picking the validation regions, micro-averaged,
-    at each class's relative score threshold (also returned) that is best there."""
-    picks = [(predicted, picker.relative_scores(predicted), val.scored_truth)
-             for predicted, val in validation_candidates(picker, val_sets)]
+def validation_scores(picker, candidates):
+    """Class-aware precision, recall, F1 of the validation candidates (validation_candidates),
+    micro-averaged, at each class's relative score threshold (also returned) that is best there."""
+    picks = [(predicted, picker.relative_scores(predicted), val.scored_truth) for predicted, val in candidates]
     return best_min_scores(picks, picker.config["classes"], picker.tolerances, MIN_SCORE_CHOICES)
+
+
+def feature_seconds(picker, candidates, sample=FEATURE_SAMPLE):
+    """Estimated seconds to compute the shape features of every validation candidate, from
+    timing a few of each class: the shape checks compute them for all candidates."""
+    seconds = 0.0
+    for name, diameter in zip(picker.config["classes"], picker.config["diameters"]):
+        mine = [(predicted.subset(predicted.names == name), val) for predicted, val in candidates]
+        total = sum(len(predicted) for predicted, _ in mine)
+        timed = next(((predicted, val) for predicted, val in mine if len(predicted)), None)
+        if timed is None:
+            continue
+        predicted, val = timed
+        xyz = predicted.xyz[:sample] - val.offset_zyx[::-1]
+        started = time.monotonic()
+        shape_features(val.tomogram.data, val.stats, xyz, profile_radius(diameter), HARMONIC_DEGREES)
+        seconds += (time.monotonic() - started) / len(xyz) * total
+    return seconds
 
 
 def _training_examples(picker, training_regions, radius):
