@@ -1,12 +1,14 @@
 """Speed and memory benchmark of the etpicker core (a benchmark, not a test).
 
 Prints, as absolute numbers and as ratios against naive alternatives:
-  inference  segment() throughput (voxels/s) on a 200×512×512 volume (patch 72, pad 12)
+  inference  segment() throughput (voxels/s) on a 200×512×512 volume (patch 72, pad 12), and its
+             time's shares: waiting for tiles to be read, the network, assembling the class map
   nms        MP-NMS time and peak memory on a 200×512×512 class map, slab-wise (ours)
              against whole-volume pooling (naive)
   train      one training step (batch 8, patch 72, forward + backward + AdamW)
   memory     peak resident memory of `python -m etpicker.core pick` on a 300×1024×1024
-             MRC file on disk (limit: 3 GB on CPU), against keeping all tiles in RAM
+             MRC file on disk (limit: 3 GB on CPU), against keeping all tiles in RAM, and
+             where that pick's time went (`pick --profile`)
 
 Usage:
     python bench/bench_speed.py [--quick] [--device auto|cpu|cuda:N] [--only SECTION ...]
@@ -36,6 +38,7 @@ from etpicker.core.model import ResUNet3D, build_model  # noqa: E402
 from etpicker.core.device import AMP_MODES, autocast, autocast_dtype, dtype_name, resolve_device  # noqa: E402
 from etpicker.core.model_store import save_weights  # noqa: E402
 from etpicker.core.postprocess import mp_nms  # noqa: E402
+from etpicker.core.profile import Profile  # noqa: E402
 from etpicker.core.sampling import PatchSampler, PatchSource  # noqa: E402
 from etpicker.core.tiling import segment, tile_batches, tile_origins  # noqa: E402
 from etpicker.core.settings import DEFAULT_WIDTHS, default_pad  # noqa: E402
@@ -158,8 +161,9 @@ def bench_inference(args, device, out):
     np.save(volume_path, np.random.default_rng(1).standard_normal(measured_shape,
                                                                    dtype=np.float32))
     volume = np.load(volume_path, mmap_mode="r")
+    profile = Profile()
     started = time.perf_counter()
-    segment(model, volume, 0.0, 1.0, patch, pad, batch=batch, device=device, amp_dtype=amp_dtype)
+    segment(model, volume, 0.0, 1.0, patch, pad, batch=batch, device=device, amp_dtype=amp_dtype, profile=profile)
     synchronise(device)
     seconds = time.perf_counter() - started
     measured_tiles = len(tile_origins(measured_shape, patch, pad))
@@ -174,6 +178,8 @@ def bench_inference(args, device, out):
             f"{args.max_seconds:.0f} s budget)")
     else:
         log(f"  {shape}: {seconds:.1f} s for {total_tiles} tiles")
+    log(f"  where segment()'s time went: {profile.report()} (reading: waiting for tiles the background "
+        f"thread had not read yet)")
     tiles = tile_origins(measured_shape, patch, pad)
     started = time.perf_counter()
     for _ in tile_batches(volume, tiles, patch, batch, 0.0, 1.0):
@@ -327,12 +333,15 @@ def bench_memory(args, device, out, seconds_per_tile):
     seconds, peak, output = run_measured(
         [sys.executable, "-m", "etpicker.core", "pick", "--model", model_dir,
          "--tomos", tomo_path, "--out", out / "memory_pred", "--pad", pad,
-         "--batch", args.batch, "--device", str(device)])
+         "--batch", args.batch, "--device", str(device), "--profile"])
     reference_tiles = len(tile_origins(shape, patch, REFERENCE_PICK_PAD))
     tiles_in_ram = reference_tiles * patch ** 3 * 4
     verdict = "OK" if peak < MEMORY_LIMIT or device.type == "cuda" else "OVER THE LIMIT"
     log(f"  {seconds / 60:.1f} min, peak RSS {peak / GB:.2f} GB "
         f"(limit {MEMORY_LIMIT / GB:.0f} GB on CPU: {verdict})")
+    for line in output.splitlines():
+        if line.startswith("profile "):
+            log(f"  {line} (the whole pick)")
     log(f"  naive: all {reference_tiles} tiles (pad {REFERENCE_PICK_PAD}) in RAM would hold "
         f"{tiles_in_ram / GB:.1f} GB of input alone, {tiles_in_ram / peak:.1f}× our whole peak")
     shutil.rmtree(model_dir)

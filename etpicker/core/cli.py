@@ -21,6 +21,7 @@ from .labels import LABEL_TYPES, paint_labels
 from .metrics import ALL, evaluate_many, tolerances
 from .model_store import load_model
 from .pick import pick_tomogram, voxel_size_warning
+from .profile import Profile
 from .recipe import CPU_RECIPE, GPU_RECIPE, LABEL_PER_PARTICLE
 from .settings import AMP_MODES, DEFAULT_DIAMETER, MIN_VAL_PARTICLES, PickSettings, TrainSettings, check_voxel_size
 from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
@@ -220,6 +221,8 @@ def _add_pick(subparsers):
     _add_amp(parser)
     parser.add_argument("--save-probability", action="store_true",
                         help="also write PRED_DIR/<stem>_probability.mrc (foreground probability)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where each tomogram's time went (reading, network, MP-NMS, shape check, ...)")
     parser.set_defaults(run=_pick)
 
 
@@ -245,16 +248,21 @@ def _pick(args):
                                                     shape=tomogram.data.shape, mrc_mode=2, overwrite=True)
                 probability_file.voxel_size = tomogram.voxel_size or 0.0
                 probability = probability_file.data
+            profile = Profile()
             try:
                 coords = pick_tomogram(model, config, tomogram, pad=pad, threshold=settings.threshold,
                                        min_score=settings.min_score, min_distance=settings.min_distance,
                                        batch=settings.batch, device=device, probability_out=probability,
-                                       amp=settings.amp, shape_check=settings.shape_check)
+                                       amp=settings.amp, shape_check=settings.shape_check, profile=profile)
             finally:
                 if probability is not None:
-                    probability_file.close()
-            write_coords(args.out / f"{tomogram.stem}.csv", coords)
+                    with profile.step("writing"):
+                        probability_file.close()
+            with profile.step("writing"):
+                write_coords(args.out / f"{tomogram.stem}.csv", coords)
             print(f"picked {tomogram.stem}: {len(coords)} particles", flush=True)
+            if args.profile:
+                print(f"profile {tomogram.stem}: {profile.report()}", flush=True)
         except InputError as error:
             print(f"etpicker: error: {error}", file=sys.stderr, flush=True)
             failures.append(str(path))

@@ -6,6 +6,7 @@ from .device import autocast_dtype
 from .io import Coords
 from .normalise import robust_stats
 from .postprocess import mp_nms
+from .profile import Profile
 from .settings import DEFAULT_RELATIVE_MIN_SCORE, VOXEL_SIZE_TOLERANCE
 from .shape_check import CANDIDATE_RELATIVE_MIN_SCORE, apply_checks, checks_from_config
 from .tiling import segment
@@ -26,14 +27,15 @@ def voxel_size_warning(tomogram, config):
 
 def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score=None, min_distance=None,
                   batch=4, device="cpu", probability_out=None, relative_min_score=None, amp="auto", stats=None,
-                  shape_check=True):
+                  shape_check=True, profile=None):
     """Coords (x, y, z in voxels, class names from the config, MP-NMS scores) of one tomogram.
 
     Without `min_score` (absolute), maxima below `relative_min_score` x a fully segmented
     ball's score are dropped: one value, or {class: value}; its default is what training
     tuned on validation data. A class with a shape check in the config (and `shape_check`
     true) is picked at the low candidate level instead and its check decides.
-    `stats`: the tomogram's (centre, scale) when already known."""
+    `stats`: the tomogram's (centre, scale) when already known. `profile` (a Profile) gets
+    the seconds of each step."""
     pad = config["pad"] if pad is None else pad
     checks = checks_from_config(config) if shape_check else {}
     if relative_min_score is None:
@@ -42,13 +44,18 @@ def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score
         relative_min_score = {name: relative_min_score for name in config["classes"]}
     relative_min_score = [CANDIDATE_RELATIVE_MIN_SCORE if name in checks
                           else relative_min_score.get(name, DEFAULT_RELATIVE_MIN_SCORE) for name in config["classes"]]
-    centre, scale = stats or robust_stats(tomogram.data, name=str(tomogram.path))
+    profile = profile or Profile()
+    with profile.step("statistics"):
+        centre, scale = stats or robust_stats(tomogram.data, name=str(tomogram.path))
     device = torch.device(device)
     class_map = segment(model, tomogram.data, centre, scale, config["patch"], pad, batch=batch, device=device,
                         threshold=threshold, probability_out=probability_out,
-                        amp_dtype=autocast_dtype(device, amp), description=f"segmenting {tomogram.stem}")
-    class_ids, zyx, score = mp_nms(class_map, config["diameters"], min_score=min_score,
-                                   min_distance=min_distance, device=device,
-                                   relative_min_score=relative_min_score)
+                        amp_dtype=autocast_dtype(device, amp), description=f"segmenting {tomogram.stem}",
+                        profile=profile)
+    with profile.step("MP-NMS"):
+        class_ids, zyx, score = mp_nms(class_map, config["diameters"], min_score=min_score,
+                                       min_distance=min_distance, device=device,
+                                       relative_min_score=relative_min_score)
     names = np.asarray(config["classes"], dtype=str)[class_ids - 1] if len(class_ids) else np.array([], str)
-    return apply_checks(Coords(names, zyx[:, ::-1].copy(), score), tomogram.data, (centre, scale), checks)
+    with profile.step("shape check"):
+        return apply_checks(Coords(names, zyx[:, ::-1].copy(), score), tomogram.data, (centre, scale), checks)

@@ -9,6 +9,7 @@ from .device import autocast
 from .errors import InputError
 from .io import release_pages
 from .prefetch import prefetch
+from .profile import Profile
 from .progress import tracked
 from .settings import check_pad, check_probability_threshold
 
@@ -78,7 +79,7 @@ def tile_batches(volume, tiles, patch, batch, centre, scale):
 
 
 def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", threshold=0.5,
-            probability_out=None, amp_dtype=None, description="segmenting"):
+            probability_out=None, amp_dtype=None, description="segmenting", profile=None):
     """Segment `volume` (a [z, y, x] array or memory map) into a uint8 class map.
 
     A voxel is foreground when 1 - p_background >= threshold, and then gets the most
@@ -88,28 +89,31 @@ def segment(model, volume, centre, scale, patch, pad, batch=4, device="cpu", thr
     at a time. `probability_out`, when given (an array of the volume's shape, e.g. a
     writable memory map), receives the foreground probability 1 - p_background (float32).
     The network runs in `amp_dtype` (device.autocast_dtype; None: float32). The model is
-    left in eval mode."""
+    left in eval mode. `profile` (a Profile) gets the seconds of reading, of the network and
+    of assembling the class map."""
     check_probability_threshold(threshold)
     device = torch.device(device)
     class_map = np.zeros(volume.shape, dtype=np.uint8)
     tiles = tile_origins(volume.shape, patch, pad)
     model.eval()
-    batches = prefetch(tile_batches(volume, tiles, patch, batch, centre, scale))
+    profile = profile or Profile()
+    batches = profile.waiting(prefetch(tile_batches(volume, tiles, patch, batch, centre, scale)), "reading")
     for chunk, inputs in tracked(batches, -(-len(tiles) // batch), description, "tile batches"):
-        inputs = torch.from_numpy(inputs).unsqueeze(1).to(device)
-        with torch.no_grad(), autocast(device, amp_dtype):
-            logits = model(inputs)
-        with torch.no_grad():
+        with profile.step("network"), torch.no_grad():
+            inputs = torch.from_numpy(inputs).unsqueeze(1).to(device)
+            with autocast(device, amp_dtype):
+                logits = model(inputs)
             probabilities = torch.softmax(logits.float(), dim=1)
             foreground = 1 - probabilities[:, 0]
             best_class = probabilities[:, 1:].argmax(dim=1)
             labels = torch.where(foreground >= threshold, best_class + 1, 0).to(torch.uint8).cpu().numpy()
             foreground = foreground.cpu().numpy() if probability_out is not None else None
-        for i, tile in enumerate(chunk):
-            inside = tuple(slice(s - o, e - o) for o, s, e in zip(tile.origin, tile.keep_start, tile.keep_stop))
-            target = tuple(slice(s, e) for s, e in zip(tile.keep_start, tile.keep_stop))
-            class_map[target] = labels[i][inside]
-            if foreground is not None:
-                probability_out[target] = foreground[i][inside]
-        release_pages(volume)
+        with profile.step("assembling"):
+            for i, tile in enumerate(chunk):
+                inside = tuple(slice(s - o, e - o) for o, s, e in zip(tile.origin, tile.keep_start, tile.keep_stop))
+                target = tuple(slice(s, e) for s, e in zip(tile.keep_start, tile.keep_stop))
+                class_map[target] = labels[i][inside]
+                if foreground is not None:
+                    probability_out[target] = foreground[i][inside]
+            release_pages(volume)
     return class_map

@@ -26,7 +26,7 @@ from .sampling import PatchSampler, patch_origin
 from .settings import DEFAULT_RELATIVE_MIN_SCORE, MIN_VAL_PARTICLES, TrainSettings
 from .train_data import (class_order, common_voxel_size, expand_diameters, pair_by_stem, per_class, prepare_data,
                          sparse_validation_classes)
-from .train_loop import one_cycle, train_epoch, validation_loss
+from .train_loop import Optimisation, one_cycle, train_epoch, validation_loss
 from .validation import (CandidatePicker, feature_seconds, fit_shape_checks, validation_candidates,
                          validation_scores)
 
@@ -35,19 +35,6 @@ MAX_VAL_PATCHES = 64
 # Settings a resumed run must share with the run that wrote the checkpoint.
 RESUME_KEYS = ("classes", "diameters", "label_type", "voxel_size", "patch", "pad", "widths", "epochs", "batch",
                "lr", "val_fraction", "ce_weight")
-
-
-def _rng_state(rng, generator):
-    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "augment": generator.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state, rng, generator):
-    rng.bit_generator.state = state["numpy"]
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["augment"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _model_config(settings, classes, diameters, voxel_size, pairs, held_out, init_model):
@@ -65,20 +52,16 @@ def _model_config(settings, classes, diameters, voxel_size, pairs, held_out, ini
             "normalisation": "robust-standardise", "version": __version__, "training": training}
 
 
-def _resume(out, config, device, model, optimizer, scheduler, scaler, rng, generator):
+def _resume(out, config, device, optimisation):
     """(history, best rank, epochs done) of the checkpointed run, whose state is loaded
-    into the given objects; InputError when its settings differ."""
+    into `optimisation`; InputError when its settings differ."""
     checkpoint = load_checkpoint(out, device)
     saved = {**checkpoint["config"], **checkpoint["config"]["training"]}
     current = {**config, **config["training"]}
     changed = [key for key in RESUME_KEYS if saved.get(key) != current.get(key)]
     if changed:
         raise InputError(f"--resume: {', '.join(changed)} differ from the checkpointed run in {out}")
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    scaler.load_state_dict(checkpoint["scaler"])
-    _set_rng_state(checkpoint["rng"], rng, generator)
+    optimisation.restore(checkpoint)
     for key in ("relative_min_score", "kept_epoch"):  # the kept epoch's, until a better one
         if key in checkpoint["config"]:
             config[key] = checkpoint["config"][key]
@@ -115,6 +98,19 @@ def _resolve(settings, n_classes, device, voxel_size, log):
     for warning in recipe.size_warnings(particles or [], voxel_size):
         log(warning)
     return settings, diameters, chosen
+
+
+def _scored_validation(val_sets, classes, log):
+    """Whether validation scores any particle, warning where it scores none or few of a class."""
+    scored = np.concatenate([val.scored_truth.names for val in val_sets])
+    if len(scored) == 0:  # F1 on nothing means nothing: choose by the validation loss
+        log("warning: validation scores no particle (all lie at the held-out block's face); the epoch kept is the "
+            "one with the lowest validation loss and picking keeps the default score thresholds: give "
+            "--val-tomos/--val-coords or a larger --val-fraction")
+    for name, count in sparse_validation_classes(scored, classes).items():
+        log(f"warning: validation scores only {count} particle(s) of {name}; the epoch kept and {name}'s score "
+            f"threshold are chosen on them and will be noisy: give {MIN_VAL_PARTICLES} or more per class")
+    return len(scored) > 0
 
 
 def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init_model=None, settings=None,
@@ -157,15 +153,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
                 for c in s.centres_zyx[s.trainable]][:MAX_VAL_PATCHES]
     if not val_plan:
         raise InputError("the validation coordinates hold no particles")
-    scored = np.concatenate([val.scored_truth.names for val in val_sets])
-    scores_particles = len(scored) > 0
-    if not scores_particles:  # F1 on nothing means nothing: choose by the validation loss
-        log("warning: validation scores no particle (all lie at the held-out block's face); the epoch kept is the "
-            "one with the lowest validation loss and picking keeps the default score thresholds: give "
-            "--val-tomos/--val-coords or a larger --val-fraction")
-    for name, count in sparse_validation_classes(scored, classes).items():
-        log(f"warning: validation scores only {count} particle(s) of {name}; the epoch kept and {name}'s score "
-            f"threshold are chosen on them and will be noisy: give {MIN_VAL_PARTICLES} or more per class")
+    scores_particles = _scored_validation(val_sets, classes, log)
 
     epochs = settings.epochs
     steps_per_epoch = math.ceil(sampler.n_patches / batch)
@@ -177,13 +165,12 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         optimizer, one_cycle(epochs * steps_per_epoch, time_budget.training_seconds, clock))
     amp_dtype = autocast_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    rng = np.random.default_rng(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
+    optimisation = Optimisation(model, optimizer, scheduler, scaler, np.random.default_rng(settings.seed),
+                                torch.Generator().manual_seed(settings.seed))
     augmentation = default_augmentation()
     history, best, first_epoch = [], None, 0
     if resume:
-        history, best, first_epoch = _resume(out, config, device, model, optimizer, scheduler, scaler, rng,
-                                             generator)
+        history, best, first_epoch = _resume(out, config, device, optimisation)
         clock["before"] = time_budget.before = sum(row["seconds"] for row in history)
         log(f"resuming {out} after epoch {first_epoch}/{epochs}")
     else:
@@ -207,11 +194,10 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
             f"({dtype_name(amp_dtype)} network)")
     for epoch in range(first_epoch, epochs):
         epoch_started = time.monotonic()
-        plan = sampler.epoch_plan(rng)
+        plan = sampler.epoch_plan(optimisation.rng)
         # The budget covers the whole run, resumed parts included (raise it to go on).
-        train_loss = train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler,
-                                 scaler, device, amp_dtype, n_channels, settings.ce_weight,
-                                 time_budget.training_deadline(), f"epoch {epoch + 1}/{epochs}")
+        train_loss = train_epoch(optimisation, sampler, plan, batch, augmentation, device, amp_dtype, n_channels,
+                                 settings.ce_weight, time_budget.training_deadline(), f"epoch {epoch + 1}/{epochs}")
         validation_started = time.monotonic()
         val_loss = validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, n_channels)
         picking_started, features = time.monotonic(), 0.0
@@ -234,10 +220,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
             save_weights(model, out)
             config.update(relative_min_score=min_scores, kept_epoch=epoch + 1)
             write_config(out, config)
-        save_checkpoint(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                              "epoch": epoch + 1, "best": best, "history": history, "config": config,
-                              "rng": _rng_state(rng, generator)})
+        save_checkpoint(out, {**optimisation.state(), "epoch": epoch + 1, "best": best, "history": history,
+                              "config": config})
         write_history(out, history)
         log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {f1:.3f} min_scores "
             f"{'/'.join(f'{value:.2f}' for value in min_scores.values())} ({row['seconds']:.1f} s)")

@@ -2,7 +2,9 @@
 loss. Knows tensors and the network, not files."""
 import math
 import time
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .device import autocast
@@ -12,6 +14,36 @@ from .prefetch import prefetch
 from .progress import tracked
 
 DIVERGED_STEPS = 3  # consecutive non-finite training losses that stop a run
+
+
+@dataclass
+class Optimisation:
+    """What a resumed run restores to go on as if it had never stopped."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    rng: np.random.Generator  # the epochs' patch plans
+    generator: torch.Generator  # augmentation
+
+    def state(self):
+        rng = {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state(),
+               "augment": self.generator.get_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng}
+
+    def restore(self, state):
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        self.rng.bit_generator.state = rng["numpy"]
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["augment"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def one_cycle(total_steps, budget, clock, warmup=0.3, start=1 / 25, end=1e-4):
@@ -33,16 +65,18 @@ def one_cycle(total_steps, budget, clock, warmup=0.3, start=1 / 25, end=1e-4):
     return factor
 
 
-def train_epoch(model, sampler, plan, batch, augmentation, generator, optimizer, scheduler, scaler,
-                 device, amp_dtype, n_channels, ce_weight, deadline=None, description="training"):
+def train_epoch(optimisation, sampler, plan, batch, augmentation, device, amp_dtype, n_channels, ce_weight,
+                deadline=None, description="training"):
     """One pass over the plan, or until `deadline` (time.monotonic()): on a slow CPU a
     single epoch can outlast the whole time budget."""
+    model, optimizer, scheduler, scaler = (optimisation.model, optimisation.optimizer, optimisation.scheduler,
+                                           optimisation.scaler)
     model.train()
     total, count, diverged = 0.0, 0, 0
     for image, label in tracked(prefetch(sampler.batches(plan, batch)), math.ceil(len(plan) / batch), description):
         if deadline is not None and count and time.monotonic() > deadline:
             break
-        image, label = augmentation(image.to(device), label.to(device), generator)
+        image, label = augmentation(image.to(device), label.to(device), optimisation.generator)
         target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
         with autocast(device, amp_dtype):
             logits = model(image)

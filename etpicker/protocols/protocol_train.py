@@ -5,7 +5,7 @@ from pyworkflow.protocol import params
 
 from .. import convert
 from ..constants import OUTPUT_MODEL
-from ..core import model_folder, settings  # torch-free: the core's rules for these fields
+from ..core import model_folder, recipe, settings  # torch-free: the core's rules for these fields
 from ..core.errors import InputError
 from ..core.labels import LABEL_TYPES
 from ..core.recipe import CPU_RECIPE, GPU_RECIPE, PATCH_PER_PARTICLE
@@ -276,7 +276,23 @@ class EtPickerProtTrain(EtPickerProtBase):
         return []
 
     def _warnings(self):
-        """Asked before launching: a validation set too thin to choose on."""
+        """Asked before launching: particles of a size the network was not measured on, and a
+        validation set too thin to choose on."""
+        return self._sizeWarnings() + self._validationWarnings()
+
+    def _sizeWarnings(self):
+        tomograms = self.inputTomograms.get()
+        try:
+            diameters = self._particleDiametersAngstrom()
+        except ValueError:
+            return []  # _validate reports it
+        if tomograms is None or not diameters or min(diameters) <= 0:
+            return []
+        samplingRate = tomograms.getSamplingRate()
+        lines = recipe.size_warnings([d / samplingRate for d in diameters], samplingRate)
+        return [line.replace("warning: particles", "Particles", 1) + "." for line in lines]
+
+    def _validationWarnings(self):
         if self.valTomograms.get() is not None:
             tomograms, share = self.valTomograms.get(), 1.0
             coordSets = [p.get() for p in self.valCoordinates]

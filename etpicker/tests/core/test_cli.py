@@ -141,6 +141,16 @@ def test_pick_continues_after_a_failing_tomogram(tomogram, tmp_path, capsys):
         assert mrc.data.shape == (24, 32, 40) and 0 <= mrc.data.min() and mrc.data.max() <= 1
 
 
+def test_pick_profile_says_where_each_tomograms_time_went(tomogram, tmp_path, capsys):
+    model = _random_model(tmp_path / "model")
+    assert main(["pick", "--model", str(model), "--tomos", str(tomogram[0]), "--out", str(tmp_path / "picks"),
+                 "--device", "cpu", "--profile"]) == 0
+    line, = [line for line in capsys.readouterr().out.splitlines() if line.startswith("profile t: ")]
+    steps = dict(re.findall(r"([A-Za-z -]+?) ([0-9.]+) s \(\d+ %\)(?:, |$)", line[len("profile t: "):]))
+    assert list(steps) == ["statistics", "reading", "network", "assembling", "MP-NMS", "shape check", "writing"]
+    assert float(steps["network"]) > 0
+
+
 def test_pick_warns_when_a_header_voxel_size_is_not_the_models(tomogram, tmp_path, capsys):
     model = _random_model(tmp_path / "model")  # 10 Å/voxel
     volume = np.asarray(io.open_tomogram(tomogram[0]).data)

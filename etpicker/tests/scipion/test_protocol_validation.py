@@ -95,6 +95,16 @@ class TestEtPickerValidation(BaseTest):
                             "valCoordinates": [output(self.many, "outputCoordinates")]})
         self.assertEqual(enough.warnings(), [])
 
+    def test_particles_too_large_for_the_network_are_warned_about_with_the_binning(self):
+        # 600 Å at 10 Å/voxel: 60 voxels across, where the network was measured up to 32
+        large = self._train(self.many, diameters="90", particleDiameters="600")
+        sizes = [w for w in large.warnings() if w.startswith("Particles of 60 voxels")]
+        self.assertEqual(len(sizes), 1, large.warnings())
+        self.assertIn("bin the tomograms by 3 (to 30 Å/voxel)", sizes[0])
+        # the default, the coordinates' box size (20 voxels here), is well within it
+        self.assertFalse([w for w in self._train(self.many, diameters="90").warnings()
+                          if w.startswith("Particles")])
+
     def test_tomograms_must_have_distinct_ids(self):
         # the same file name in two folders: tomo's importer gives both the tsId "x"
         root = os.path.join(self.proj.getTmpPath(), "dup")
