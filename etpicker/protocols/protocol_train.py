@@ -272,7 +272,8 @@ class EtPickerProtTrain(EtPickerProtBase):
                                      "got '%s'" % self.widths.get())
                 settings.check_widths([int(p) for p in parts])
         except InputError as error:
-            return ["%s." % str(error).capitalize()]
+            message = str(error)
+            return ["%s%s." % (message[:1].upper(), message[1:])]
         return []
 
     def _warnings(self):
