@@ -7,7 +7,7 @@ from .io import Coords
 from .normalise import robust_stats
 from .postprocess import mp_nms
 from .profile import Profile
-from .settings import DEFAULT_RELATIVE_MIN_SCORE, VOXEL_SIZE_TOLERANCE
+from .settings import DEFAULT_RELATIVE_MIN_SCORE, voxel_sizes_agree
 from .shape_check import CANDIDATE_RELATIVE_MIN_SCORE, apply_checks, checks_from_config
 from .tiling import segment
 
@@ -19,7 +19,7 @@ def voxel_size_warning(tomogram, config):
     if tomogram.voxel_size is None:
         return (f"warning: the header of {tomogram.path} gives no voxel size; it is picked as if at the "
                 f"model's {trained:g} Å/voxel")
-    if abs(tomogram.voxel_size - trained) <= VOXEL_SIZE_TOLERANCE * trained:
+    if voxel_sizes_agree([tomogram.voxel_size, trained]):
         return None
     return (f"warning: {tomogram.path} is at {tomogram.voxel_size:g} Å/voxel, the model at {trained:g}: "
             f"rescale the tomogram to {trained:g} Å/voxel unless its header (or --voxel-size) is wrong")

@@ -142,8 +142,10 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         model = build_model(config).to(device)
 
     patch, pad, batch = settings.patch, settings.pad, settings.batch
+    picker = CandidatePicker(model, config, pad, batch, device, settings.amp)
+    # particles closer to the held-out block's face than validation's matching distance are not scored
     sources, val_sources, val_sets = prepare_data(pairs, val_pairs, classes, settings.val_fraction, patch,
-                                                  max(diameters) / 4)
+                                                  max(picker.tolerances.values()))
     sampler = PatchSampler(sources, diameters, settings.label_type, patch, BACKGROUND_FRACTION,
                            max_offset=patch // 2 - pad)
     if sampler.n_patches == 0:
@@ -177,7 +179,6 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         _clear(out, log)
     write_config(out, config)
 
-    picker = CandidatePicker(model, config, pad, batch, device, settings.amp)
     n_channels = len(classes) + 1
     stopped_by_budget = False
     fits_checks = settings.shape_check and scores_particles
