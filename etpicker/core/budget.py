@@ -2,7 +2,8 @@
 epoch and the shape checks at the end will not need.
 
 Before the first epoch their seconds are estimated from one timed network batch and the
-number of tiles they will segment; after each epoch, from what validation really took."""
+number of tiles they will segment; after each epoch, from what validation really took. With
+several training processes the main one keeps the budget and the others follow it (Pace)."""
 import math
 import time
 
@@ -67,15 +68,35 @@ class TimeBudget:
         """Seconds of the whole run that training may use (None without a budget)."""
         return None if self.budget is None else self.budget - self.validation - self.checks
 
-    def training_deadline(self):
-        """time.monotonic() by which the current epoch's training must stop, or None."""
+    def training_share_spent(self):
+        """The fraction of training's seconds spent so far, 1 or more when none is left (None
+        without a budget)."""
         if self.budget is None:
             return None
-        return self.started - self.before + self.training_seconds()
+        share = self.training_seconds()
+        return self.spent() / share if share > 0 else math.inf
 
     def exhausted(self):
         """Whether no time is left for another epoch's training."""
-        return self.budget is not None and self.spent() >= self.training_seconds()
+        return self.budget is not None and self.training_share_spent() >= 1
+
+
+class Pace:
+    """How much of training's time is spent, as the main process's budget counts it, agreed
+    by all processes once per training step (`update`): an epoch stops when it passes 1, and
+    the learning rate anneals over it (train_loop.one_cycle calls it)."""
+
+    def __init__(self, budget, processes):
+        self.budget, self.processes = budget, processes
+        self.spent = 0.0  # the same on every process from the start, as the learning rate must be
+
+    def update(self):
+        own = self.budget.training_share_spent() if self.processes.is_main else 0.0
+        self.spent = self.processes.from_main(own)
+        return self.spent
+
+    def __call__(self):
+        return self.spent
 
 
 def shapes_of(sources):

@@ -13,7 +13,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from . import __version__
+from . import __version__, distributed
 from .device import resolve_device
 from .errors import InputError
 from .io import Coords, check_inside, open_tomogram, read_coords, repeated, sorted_names, write_coords, write_volume
@@ -180,13 +180,66 @@ def _add_train(subparsers):
     parser.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
     parser.add_argument("--init-model", type=Path, metavar="DIR", help="start from this model's weights "
                                                                        "(same classes) to fine-tune")
+    launcher = parser.add_mutually_exclusive_group()
+    launcher.add_argument("--gpus", type=_gpu_list, metavar="0,1,...",
+                          help="train on these GPUs (numbered as CUDA_VISIBLE_DEVICES numbers them), one process "
+                               "each, through torchrun and torch DDP: each trains on its share of every epoch's "
+                               "patches and --batch (a step's patches) is shared among them")
+    launcher.add_argument("--processes", type=int, metavar="N",
+                          help="train in N CPU processes (torch DDP over gloo), through torchrun")
     parser.set_defaults(run=_train)
 
 
+def _gpu_list(text):
+    gpus = _number_list(text, int)
+    if not gpus or min(gpus) < 0 or len(set(gpus)) != len(gpus):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU numbers such as 0,1,2,3, got {text!r}")
+    return gpus
+
+
 def _train(args):
-    settings = TrainSettings(**{name: getattr(args, name) for name in TRAIN_DEFAULTS})
-    train(args.tomos, args.coords, args.out, val_tomos=args.val_tomos, val_coords=args.val_coords,
-          resume=args.resume, init_model=args.init_model, settings=settings)
+    settings = TrainSettings(**{name: getattr(args, name) for name in TRAIN_DEFAULTS})  # checked before launching
+    if args.gpus or args.processes is not None:
+        return _launch(args)
+    # under torchrun (or --gpus/--processes) one of several processes, else the only one
+    with distributed.started(settings.device) as processes:
+        train(args.tomos, args.coords, args.out, val_tomos=args.val_tomos, val_coords=args.val_coords,
+              resume=args.resume, init_model=args.init_model, settings=settings, processes=processes)
+
+
+LAUNCHER_OPTIONS = ("--gpus", "--processes")
+
+
+def _without_launcher_options(words):
+    """Command-line words without --gpus and --processes and their values (argparse takes
+    them abbreviated too, with the value next or after '=')."""
+    kept, skip = [], False
+    for word in words:
+        name = word.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) > 2 and any(option.startswith(name) for option in LAUNCHER_OPTIONS):
+            skip = "=" not in word
+        else:
+            kept.append(word)
+    return kept
+
+
+def _launch(args):
+    """`train --gpus` or `--processes`: the same training (these words but the launcher's)
+    on several processes, started by torchrun; returns its exit status."""
+    if args.gpus:
+        if args.device not in ("auto", "cuda"):
+            raise InputError(f"--gpus trains on the GPUs it lists; leave --device out (it is {args.device})")
+        n_processes, device = len(args.gpus), "cuda"
+    else:
+        if args.processes < 1:
+            raise InputError(f"--processes must be at least 1, got {args.processes}")
+        if args.device not in ("auto", "cpu"):
+            raise InputError(f"--processes trains on CPUs; for GPUs give --gpus instead of --device {args.device}")
+        n_processes, device = args.processes, "cpu"
+    words = _without_launcher_options(args.argv) + ["--device", device]
+    return distributed.launch(words, n_processes, args.gpus)
 
 
 def _add_amp(parser):
@@ -347,8 +400,10 @@ def main(argv=None):
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     try:
+        argv = sys.argv[1:] if argv is None else [str(word) for word in argv]
         args = build_parser().parse_args(argv)
-        args.run(args)
+        args.argv = argv  # `train --gpus` hands them on to its processes
+        return args.run(args) or 0
     except InputError as error:
         print(f"etpicker: error: {error}", file=sys.stderr, flush=True)
         return 2
@@ -356,4 +411,3 @@ def main(argv=None):
         where = f": {error.filename}" if error.filename else ""
         print(f"etpicker: error: {error.strerror or error}{where}", file=sys.stderr, flush=True)
         return 2
-    return 0

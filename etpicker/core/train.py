@@ -8,6 +8,7 @@ be resumed.
 import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ import torch
 
 from . import __version__, recipe
 from .augment import default_augmentation
-from .budget import TimeBudget, seconds_per_batch, shapes_of
-from .device import autocast_dtype, dtype_name, resolve_device
+from .budget import Pace, TimeBudget, seconds_per_batch, shapes_of
+from .device import autocast_dtype, dtype_name
+from .distributed import SINGLE
 from .errors import InputError
 from .model import build_model
 from .model_folder import (CHECKPOINT_NAME, FORMAT, HISTORY_NAME, WEIGHTS_NAME, epoch_rank, kept_epoch,
@@ -77,9 +79,10 @@ def _clear(out, log):
         log(f"replacing the model in {out} (give --resume to continue it instead)")
 
 
-def _resolve(settings, n_classes, device, voxel_size, log):
+def _resolve(settings, n_classes, device, voxel_size, processes, log):
     """(settings with the automatic recipe filled in, label diameters per class, {setting:
-    value} chosen automatically), the choice logged as training's first line."""
+    value} chosen automatically), the choice and the processes logged as training's first
+    line. A step's batch is shared among the processes, rounded up to a multiple of them."""
     particles = settings.particle_diameters and per_class(settings.particle_diameters, n_classes,
                                                           "particle diameter")
     chosen = recipe.choose(settings.to_json(), device.type, particles)
@@ -89,12 +92,19 @@ def _resolve(settings, n_classes, device, voxel_size, log):
         chosen["diameters"] = diameters
     else:
         diameters = expand_diameters(settings.diameters, n_classes)
+    asked = settings.batch
+    settings = dataclasses.replace(settings, batch=processes.batch(asked) * processes.world)
     described = {key: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
                  for key, value in chosen.items()}
+    run_on = "1 process"
+    if processes.backend is not None:
+        run_on = (f"{processes.world} process{'es' if processes.world > 1 else ''} (DDP over {processes.backend}), "
+                  f"{processes.batch(asked)} patches each per step"
+                  + (f" (batch {asked} rounded up)" if settings.batch != asked else ""))
     log(f"recipe ({'automatic for ' + device.type if chosen else 'as given'}): patch {settings.patch}, "
         f"batch {settings.batch}, widths {','.join(map(str, settings.widths))}, lr {settings.lr:g}, "
         f"ce-weight {settings.ce_weight:g}, label diameters {','.join(map(str, diameters))} voxels"
-        + (f"; chosen: {', '.join(f'{k} {v}' for k, v in described.items())}" if chosen else ""))
+        + (f"; chosen: {', '.join(f'{k} {v}' for k, v in described.items())}" if chosen else "") + f"; {run_on}")
     for warning in recipe.size_warnings(particles or [], voxel_size):
         log(warning)
     return settings, diameters, chosen
@@ -113,29 +123,81 @@ def _scored_validation(val_sets, classes, log):
     return len(scored) > 0
 
 
+@dataclass
+class _Validation:
+    """What the main process does after each epoch: the validation loss, and the picking
+    scores at each class's best score threshold (NaN and the default thresholds where
+    validation scores no particle), timed for the time budget."""
+    picker: CandidatePicker
+    sampler: PatchSampler
+    plan: list
+    sets: list
+    scores_particles: bool
+    fits_checks: bool
+    amp_dtype: object
+    n_channels: int
+    train_voxels: int
+
+    def __call__(self, time_budget):
+        picker, started = self.picker, time.monotonic()
+        val_loss = validation_loss(picker.model, self.sampler, self.plan, picker.batch, picker.device, self.amp_dtype,
+                                   self.n_channels)
+        picking_started, features = time.monotonic(), 0.0
+        if self.scores_particles:
+            candidates = validation_candidates(picker, self.sets)
+            precision, recall, f1, min_scores = validation_scores(picker, candidates)
+            if self.fits_checks:
+                features = feature_seconds(picker, candidates)
+        else:  # nothing to pick for: no F1, default thresholds
+            precision = recall = f1 = math.nan
+            min_scores = {name: DEFAULT_RELATIVE_MIN_SCORE for name in picker.config["classes"]}
+        time_budget.measured(time.monotonic() - started, time.monotonic() - picking_started, features,
+                             self.train_voxels, sum(val.tomogram.data.size for val in self.sets), self.fits_checks)
+        return {"val_loss": val_loss, "val_precision": precision, "val_recall": recall, "val_f1": f1,
+                "val_min_scores": min_scores}
+
+
+def _record(out, row, best, history, model, config, optimisation):
+    """An epoch's outcome on disk: the weights and thresholds where it ranks best, the
+    checkpoint and the history always; returns the best rank."""
+    if best is None or epoch_rank(row) > tuple(best):
+        best = epoch_rank(row)
+        save_weights(model, out)
+        config.update(relative_min_score=row["val_min_scores"], kept_epoch=row["epoch"])
+        write_config(out, config)
+    save_checkpoint(out, {**optimisation.state(), "epoch": row["epoch"], "best": best, "history": history,
+                          "config": config})
+    write_history(out, history)
+    return best
+
+
 def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init_model=None, settings=None,
-          log=print, **options):
+          processes=SINGLE, log=print, **options):
     """Train a picking model into the folder `out`; returns a summary dict. `settings` (a
-    TrainSettings), or its fields as keyword `options`."""
+    TrainSettings), or its fields as keyword `options`. `processes` (distributed.Processes):
+    this one among several training processes; each trains on its share of every epoch's
+    patches, and the main one alone validates, writes `out` and logs."""
     started = time.monotonic()
     settings = settings or TrainSettings(**options)
     out = Path(out)
+    if not processes.is_main:
+        log = _quiet
     if bool(val_tomos) != bool(val_coords):
         raise InputError("give both --val-tomos and --val-coords, or neither")
-    device = resolve_device(settings.device)
+    device = processes.device(settings.device)
     pairs = pair_by_stem(tomos, coords, voxel_size=settings.voxel_size)
     val_pairs = pair_by_stem(val_tomos, val_coords, "--val-coords", settings.voxel_size) if val_tomos else []
     classes = class_order([c for _, c in pairs], settings.classes)
     # A stated voxel size (Scipion's sampling rate) is known better than the headers.
     voxel_size = settings.voxel_size or common_voxel_size([t for t, _ in pairs + val_pairs])
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)  # every process starts from the same weights
     if init_model:
         model, init_config = load_model(init_model, device)
         if list(init_config["classes"]) != classes:
             raise InputError(f"--init-model {init_model} was trained for classes {','.join(init_config['classes'])}, "
                              f"these annotations have {','.join(classes)}")
         settings = dataclasses.replace(settings, widths=init_config["widths"])
-    settings, diameters, chosen = _resolve(settings, len(classes), device, voxel_size, log)
+    settings, diameters, chosen = _resolve(settings, len(classes), device, voxel_size, processes, log)
     config = _model_config(settings, classes, diameters, voxel_size, pairs, not val_pairs, init_model)
     config["recipe"] = {"device": device.type, "automatic": sorted(chosen)}  # what the user left unset
     if not init_model:
@@ -150,7 +212,6 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
                            max_offset=patch // 2 - pad)
     if sampler.n_patches == 0:
         raise InputError("no particle is left for training")
-    val_sampler = PatchSampler(val_sources, diameters, settings.label_type, patch, 0.0)
     val_plan = [(i, patch_origin(c, patch, s.limit_zyx)) for i, s in enumerate(val_sources)
                 for c in s.centres_zyx[s.trainable]][:MAX_VAL_PATCHES]
     if not val_plan:
@@ -158,33 +219,32 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     scores_particles = _scored_validation(val_sets, classes, log)
 
     epochs = settings.epochs
-    steps_per_epoch = math.ceil(sampler.n_patches / batch)
+    steps_per_epoch = math.ceil(len(processes.share(range(sampler.n_patches))) / processes.batch(batch))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
-    clock = {"started": started, "before": 0.0}  # "before": seconds spent by the runs a resume continues
     time_budget = TimeBudget(None if settings.max_minutes is None else 60.0 * settings.max_minutes, started)
+    pace = None if time_budget.budget is None else Pace(time_budget, processes)
     # the learning rate anneals over training's share of the budget
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, one_cycle(epochs * steps_per_epoch, time_budget.training_seconds, clock))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle(epochs * steps_per_epoch, pace))
     amp_dtype = autocast_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     optimisation = Optimisation(model, optimizer, scheduler, scaler, np.random.default_rng(settings.seed),
-                                torch.Generator().manual_seed(settings.seed))
+                                torch.Generator(), processes.wrap(model, device))
     augmentation = default_augmentation()
     history, best, first_epoch = [], None, 0
-    if resume:
+    if resume:  # every process restores the checkpoint
         history, best, first_epoch = _resume(out, config, device, optimisation)
-        clock["before"] = time_budget.before = sum(row["seconds"] for row in history)
+        time_budget.before = sum(row["seconds"] for row in history)
         log(f"resuming {out} after epoch {first_epoch}/{epochs}")
-    else:
+    elif processes.is_main:
         _clear(out, log)
-    write_config(out, config)
+    if processes.is_main:
+        write_config(out, config)
 
-    n_channels = len(classes) + 1
-    stopped_by_budget = False
     fits_checks = settings.shape_check and scores_particles
-    val_voxels = sum(val.tomogram.data.size for val in val_sets)
-    train_voxels = sum(int(np.prod(source.limit_zyx)) for source in sources)
-    if time_budget.budget is not None:  # validation and the checks are held back from training's share
+    validate = _Validation(picker, PatchSampler(val_sources, diameters, settings.label_type, patch, 0.0), val_plan,
+                           val_sets, scores_particles, fits_checks, amp_dtype, len(classes) + 1,
+                           sum(int(np.prod(source.limit_zyx)) for source in sources))
+    if time_budget.budget is not None and processes.is_main:  # validation and the checks are held back
         time_budget.estimate(seconds_per_batch(model, patch, batch, device, amp_dtype), batch, patch, pad,
                              [val.tomogram.data.shape for val in val_sets] if scores_particles else [],
                              shapes_of(sources), len(val_plan), fits_checks)
@@ -193,44 +253,31 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         log(f"training on {n_particles} particles ({', '.join(classes)}) + {sampler.n_background} background "
             f"patches per epoch, validating on {len(val_sets)} region(s), device {device} "
             f"({dtype_name(amp_dtype)} network)")
+    epochs_done, stopped_by_budget = first_epoch, False
     for epoch in range(first_epoch, epochs):
         epoch_started = time.monotonic()
-        plan = sampler.epoch_plan(optimisation.rng)
+        plan = processes.share(sampler.epoch_plan(optimisation.rng))
+        optimisation.generator.manual_seed(processes.stream_seed(settings.seed, epoch))
         # The budget covers the whole run, resumed parts included (raise it to go on).
-        train_loss = train_epoch(optimisation, sampler, plan, batch, augmentation, device, amp_dtype, n_channels,
-                                 settings.ce_weight, time_budget.training_deadline(), f"epoch {epoch + 1}/{epochs}")
-        validation_started = time.monotonic()
-        val_loss = validation_loss(model, val_sampler, val_plan, batch, device, amp_dtype, n_channels)
-        picking_started, features = time.monotonic(), 0.0
-        if scores_particles:
-            candidates = validation_candidates(picker, val_sets)
-            precision, recall, f1, min_scores = validation_scores(picker, candidates)
-            if fits_checks:
-                features = feature_seconds(picker, candidates)
-        else:  # nothing to pick for: no F1, default thresholds
-            precision = recall = f1 = math.nan
-            min_scores = {name: DEFAULT_RELATIVE_MIN_SCORE for name in classes}
-        time_budget.measured(time.monotonic() - validation_started, time.monotonic() - picking_started,
-                             features, train_voxels, val_voxels, fits_checks)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_precision": precision,
-               "val_recall": recall, "val_f1": f1, "seconds": time.monotonic() - epoch_started,
-               "val_min_scores": min_scores}
-        history.append(row)
-        if best is None or epoch_rank(row) > tuple(best):
-            best = epoch_rank(row)
-            save_weights(model, out)
-            config.update(relative_min_score=min_scores, kept_epoch=epoch + 1)
-            write_config(out, config)
-        save_checkpoint(out, {**optimisation.state(), "epoch": epoch + 1, "best": best, "history": history,
-                              "config": config})
-        write_history(out, history)
-        log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {f1:.3f} min_scores "
-            f"{'/'.join(f'{value:.2f}' for value in min_scores.values())} ({row['seconds']:.1f} s)")
-        # Epochs are cut at the deadline, so the budget is spent on training, not guessed.
-        if epoch + 1 < epochs and time_budget.exhausted():
+        train_loss = train_epoch(optimisation, sampler, plan, processes.batch(batch), augmentation, device, amp_dtype,
+                                 len(classes) + 1, settings.ce_weight, pace, processes, f"epoch {epoch + 1}/{epochs}")
+        epochs_done, stop = epoch + 1, False
+        if processes.is_main:
+            row = {"epoch": epoch + 1, "train_loss": train_loss, **validate(time_budget)}
+            row["seconds"] = time.monotonic() - epoch_started
+            history.append(row)
+            best = _record(out, row, best, history, model, config, optimisation)
+            log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {row['val_f1']:.3f} min_scores "
+                f"{'/'.join(f'{value:.2f}' for value in row['val_min_scores'].values())} ({row['seconds']:.1f} s)")
+            # Epochs are cut at the deadline, so the budget is spent on training, not guessed.
+            stop = epoch + 1 < epochs and time_budget.exhausted()
+        if processes.from_main(stop):  # the others wait here while the main process validates
             stopped_by_budget = True
             log(f"time budget of {settings.max_minutes:g} min reached after epoch {epoch + 1}; stopping")
             break
+    if not processes.is_main:  # the main process alone fits the shape checks
+        return {"epochs_done": epochs_done, "stopped_by_budget": stopped_by_budget, "best_epoch": None,
+                "best_f1": None, "shape_check_f1": {}}
     kept_number = kept_epoch(config, history)  # a checkpoint from before kept_epoch was stored: the same rule
     kept = next((row for row in history if row["epoch"] == kept_number), None)
     if kept:
@@ -245,3 +292,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         write_config(out, config)
     return {"epochs_done": len(history), "stopped_by_budget": stopped_by_budget,
             "best_epoch": kept and kept["epoch"], "best_f1": kept and kept["val_f1"], "shape_check_f1": check_f1s}
+
+
+def _quiet(_line):
+    """The log of a process other than the main one."""

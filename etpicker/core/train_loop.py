@@ -1,13 +1,13 @@
 """The optimisation itself: the learning-rate schedule, one training epoch, the validation
 loss. Knows tensors and the network, not files."""
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .device import autocast
+from .distributed import SINGLE
 from .errors import InputError
 from .losses import dice_ce_loss, soft_target
 from .prefetch import prefetch
@@ -18,17 +18,22 @@ DIVERGED_STEPS = 3  # consecutive non-finite training losses that stop a run
 
 @dataclass
 class Optimisation:
-    """What a resumed run restores to go on as if it had never stopped."""
+    """What a resumed run restores to go on as if it had never stopped, and the network
+    training calls (`network`: the model itself, or the model in DistributedDataParallel)."""
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
     scaler: torch.amp.GradScaler
-    rng: np.random.Generator  # the epochs' patch plans
-    generator: torch.Generator  # augmentation
+    rng: np.random.Generator  # the epochs' patch plans, drawn alike by every process
+    generator: torch.Generator  # augmentation, seeded per epoch and process (Processes.stream_seed)
+    network: torch.nn.Module = None
+
+    def __post_init__(self):
+        if self.network is None:
+            self.network = self.model
 
     def state(self):
         rng = {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state(),
-               "augment": self.generator.get_state(),
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng}
@@ -41,23 +46,20 @@ class Optimisation:
         rng = state["rng"]
         self.rng.bit_generator.state = rng["numpy"]
         torch.set_rng_state(rng["torch"])
-        self.generator.set_state(rng["augment"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def one_cycle(total_steps, budget, clock, warmup=0.3, start=1 / 25, end=1e-4):
+def one_cycle(total_steps, time_spent=None, warmup=0.3, start=1 / 25, end=1e-4):
     """Learning-rate factor per step: cosine warm-up from `start` to 1, then cosine
     annealing to `end`, over whichever runs out first, the planned steps or the time
-    budget (seconds, or a function giving them as their estimate changes). A run cut
-    short by --max-minutes then still anneals instead of stopping near
-    its peak rate (what a step-sized one-cycle schedule would do)."""
+    budget (`time_spent`: a function giving the fraction of training's time spent, as
+    budget.Pace does; None: no budget). A run cut short by --max-minutes then still anneals
+    instead of stopping near its peak rate (what a step-sized one-cycle schedule would do)."""
     def factor(step):
         progress = step / total_steps
-        limit = budget() if callable(budget) else budget
-        if limit is not None:
-            spent = clock["before"] + time.monotonic() - clock["started"]
-            progress = max(progress, spent / max(limit, 1e-9))
+        if time_spent is not None:
+            progress = max(progress, time_spent())
         progress = min(progress, 1.0)
         if progress < warmup:
             return start + (1 - start) * (1 - math.cos(math.pi * progress / warmup)) / 2
@@ -66,27 +68,34 @@ def one_cycle(total_steps, budget, clock, warmup=0.3, start=1 / 25, end=1e-4):
 
 
 def train_epoch(optimisation, sampler, plan, batch, augmentation, device, amp_dtype, n_channels, ce_weight,
-                deadline=None, description="training"):
-    """One pass over the plan, or until `deadline` (time.monotonic()): on a slow CPU a
-    single epoch can outlast the whole time budget."""
-    model, optimizer, scheduler, scaler = (optimisation.model, optimisation.optimizer, optimisation.scheduler,
-                                           optimisation.scaler)
-    model.train()
+                pace=None, processes=SINGLE, description="training"):
+    """One pass over this process's plan (`batch` patches a step), or until the time is
+    spent (`pace`, budget.Pace): on a slow CPU a single epoch can outlast the whole time
+    budget. Every process takes the same number of steps and stops at the same one; the
+    loss returned is the mean over all processes' patches. Only the main process reports
+    progress."""
+    network, optimizer, scheduler, scaler = (optimisation.network, optimisation.optimizer, optimisation.scheduler,
+                                             optimisation.scaler)
+    network.train()
     total, count, diverged = 0.0, 0, 0
-    for image, label in tracked(prefetch(sampler.batches(plan, batch)), math.ceil(len(plan) / batch), description):
-        if deadline is not None and count and time.monotonic() > deadline:
+    batches = prefetch(sampler.batches(plan, batch))
+    if processes.is_main:
+        batches = tracked(batches, math.ceil(len(plan) / batch), description)
+    for image, label in batches:
+        if pace is not None and pace.update() > 1 and count:
             break
         image, label = augmentation(image.to(device), label.to(device), optimisation.generator)
         target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
         with autocast(device, amp_dtype):
-            logits = model(image)
+            logits = network(image)
         loss = dice_ce_loss(logits, target, ce_weight)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        value = loss.item()
+        # the same on every process, so that all stop together when it diverges
+        value = processes.mean(loss.item())
         # A lone non-finite step can happen in float16 (the scaler skips it); a run of them
         # means the weights are lost.
         diverged = 0 if math.isfinite(value) else diverged + 1

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from etpicker.core import io, metrics, simulate, train, train_data, train_loop
+from etpicker.core import budget, io, metrics, simulate, train, train_data, train_loop
+from etpicker.core.distributed import SINGLE
 from etpicker.core.labels import paint_labels
 from etpicker.core.model_folder import CHECKPOINT_NAME, HISTORY_NAME, read_config
 from etpicker.core.model_store import load_model
@@ -226,15 +227,17 @@ def test_files_are_paired_by_stem(data, tmp_path):
 
 
 def test_learning_rate_anneals_over_the_time_budget_when_it_is_shorter_than_the_epochs():
-    clock = {"started": 0.0, "before": 0.0}
-    by_steps = train_loop.one_cycle(1000, None, clock)
+    by_steps = train_loop.one_cycle(1000)
     assert by_steps(0) == pytest.approx(1 / 25) and by_steps(300) == pytest.approx(1.0)
     assert by_steps(1000) == pytest.approx(1e-4)
-    by_time = train_loop.one_cycle(1000, budget=60.0, clock=clock)
-    clock["started"] = train_loop.time.monotonic() - 18.0  # 30 % of the budget spent at step 10
+    time_budget = budget.TimeBudget(60.0, budget.time.monotonic() - 18.0)  # 30 % of the budget spent at step 10
+    pace = budget.Pace(time_budget, SINGLE)
+    by_time = train_loop.one_cycle(1000, pace)
+    pace.update()
     assert by_time(10) == pytest.approx(1.0, abs=1e-3)
-    clock["before"] = 60.0  # a resumed run whose earlier parts spent the whole budget
-    assert by_time(10) == pytest.approx(1e-4)
+    time_budget.before = 60.0  # a resumed run whose earlier parts spent the whole budget
+    pace.update()
+    assert by_time(10) == pytest.approx(1e-4) and time_budget.exhausted()
 
 
 def test_a_nan_that_the_statistics_subsample_missed_stops_training_with_an_input_error():
