@@ -159,6 +159,7 @@ class EtPickerProtTrain(EtPickerProtBase):
         # restart wipes the run's folder first.
         if os.path.exists(os.path.join(self._modelDir(), model_folder.CHECKPOINT_NAME)):
             args.append("--resume")
+        args.append(self._gpusArg())
         self._runCore("train", *args)
 
     def createOutputStep(self):
@@ -174,6 +175,12 @@ class EtPickerProtTrain(EtPickerProtBase):
     # --------------------------- UTILS ---------------------------------------
     def _classNames(self):
         return convert.classNames(list(self.inputCoordinates))
+
+    def _gpusArg(self):
+        """``--gpus`` with several GPUs in the list: one training process on each (torch
+        DDP, launched by the core); '' for one GPU or the CPU."""
+        gpus = self.getGpuList() if self._useGpu() else []
+        return "--gpus %s" % ",".join(map(str, gpus)) if len(gpus) > 1 else ""
 
     def _modelDir(self):
         return self._getExtraPath("model")
