@@ -26,7 +26,7 @@ setup(
     license="GPLv3+",
     python_requires=">=3.8",
     packages=find_packages(include=["etpicker", "etpicker.*"]),
-    package_data={"etpicker": ["etpicker_logo.png"]},
+    package_data={"etpicker": ["etpicker_logo.png", "protocols.conf", "templates/*.json.template"]},
     # Scipion's side only: torch lives in the core's own environment (extra "core").
     install_requires=["scipion-pyworkflow", "scipion-em", "scipion-em-tomo", "mrcfile", "numpy", "scipy",
                       "matplotlib"],
