@@ -1,8 +1,14 @@
-"""Pick: tomograms + an etpicker model -> one SetOfCoordinates3D per class."""
+"""Pick: tomograms + an etpicker model -> one SetOfCoordinates3D per class.
+
+Tomograms are picked one step each, as they arrive when the input is still streaming."""
 import os
+import time
 
 from pyworkflow.object import Set
 from pyworkflow.protocol import params, STEPS_PARALLEL
+from pyworkflow.protocol.constants import STATUS_NEW
+from tomo.objects import SetOfCoordinates3D, SetOfTomograms
+from tomo.protocols import ProtTomoPicking
 
 from .. import convert
 from ..constants import OUTPUT_COORDINATES_PREFIX
@@ -12,11 +18,13 @@ from .protocol_base import EtPickerProtBase, quote
 DEFAULTS = PickSettings.defaults()  # the core's, for the form
 
 
-class EtPickerProtPick(EtPickerProtBase):
+class EtPickerProtPick(EtPickerProtBase, ProtTomoPicking):
     """Picks particles with a trained etpicker model.
 
-    One step per tomogram (they can run in parallel with Scipion threads); each
-    tomogram's picks are added to the outputs as soon as it is done. A tomogram
+    One step per tomogram (they run in parallel with Scipion threads, one GPU of the
+    GPU list each); each tomogram's picks are added to the outputs as soon as it is
+    done. When the input tomograms are still streaming in, each new tomogram is
+    picked as it arrives and the outputs close when the input closes. A tomogram
     that fails is reported in the log and the summary, and the others' picks stay.
     Outputs: one set of coordinates per class, named outputCoordinates_<class>,
     with the class index (1-based) in groupId and the MP-NMS score in _score.
@@ -29,6 +37,10 @@ class EtPickerProtPick(EtPickerProtBase):
 
     def _defineParams(self, form):
         self._defineGpuParams(form)
+        form.getParam(params.GPU_LIST).help.set(
+            "GPUs to use, e.g. 0,1,2,3: each tomogram's step takes one GPU of the list, so "
+            "give as many threads as GPUs plus one (Parallelization) to pick that many "
+            "tomograms at a time.")
         form.addSection(label="Input")
         form.addParam("inputTomograms", params.PointerParam, pointerClass="SetOfTomograms",
                       important=True, label="Tomograms",
@@ -71,21 +83,63 @@ class EtPickerProtPick(EtPickerProtBase):
         form.addParallelSection(threads=1, mpi=0)
 
     def _insertAllSteps(self):
-        tsIds = [tomo.getTsId() for tomo in convert.tomogramsList(self.inputTomograms.get())]
         # A failed tomogram's step returned its failure record as result file; removing
         # the record makes "Continue" run that step again (pyworkflow re-runs a finished
         # step whose result files are missing), and only that step.
         for tsId in self._failedTomograms():
             os.remove(self._failedFile(tsId))
-        pickSteps = [self._insertFunctionStep(self.pickStep, tsId, prerequisites=[])
-                     for tsId in tsIds]
-        self._insertFunctionStep(self.closeOutputStep, prerequisites=pickSteps,
-                                 needsGPU=False)
+        self._tomograms = {}  # tsId -> Tomogram, of every tomogram with a pick step
+        tomograms, closed = self._readInput()
+        pickSteps = self._insertPickSteps(tomograms)
+        # While the input streams, closing waits: _stepsCheck adds the new tomograms'
+        # steps to its prerequisites and releases it once the input is closed.
+        self._closeStep = self._insertFunctionStep(self.closeOutputStep, prerequisites=pickSteps,
+                                                   wait=not closed, needsGPU=False)
+        if not closed:
+            self.info("The input tomograms are still streaming: each new one is picked as it "
+                      "arrives; the outputs close when the input closes.")
+
+    def _insertPickSteps(self, tomograms):
+        self._tomograms.update((tomo.getTsId(), tomo) for tomo in tomograms)
+        return [self._insertFunctionStep(self.pickStep, tomo.getTsId(), prerequisites=[])
+                for tomo in tomograms]
+
+    def _readInput(self):
+        """The input's tomograms not yet given a step, and whether the input is closed, read
+        from its file: a streaming producer keeps adding to it while this run goes on."""
+        tomoSet = SetOfTomograms(filename=self.inputTomograms.get().getFileName())
+        tomoSet.loadAllProperties()
+        new = [tomo.clone() for tomo in tomoSet.iterItems(orderBy="id")
+               if tomo.getTsId() not in self._tomograms]
+        closed = tomoSet.isStreamClosed()
+        tomoSet.close()
+        return new, closed
+
+    def _stepsCheck(self):
+        """Streaming: called by pyworkflow every few seconds while the steps run."""
+        closeStep = self._steps[self._closeStep - 1]
+        if not closeStep.isWaiting():
+            return
+        tomograms, closed = self._readInput()
+        if tomograms:
+            closeStep.addPrerequisites(*self._insertPickSteps(tomograms))
+            self.info("New tomograms in the input at %s: %s." % (
+                time.strftime("%H:%M:%S"), ", ".join(t.getTsId() for t in tomograms)))
+        if closed:
+            self.info("The input tomograms are closed at %s: %d in all."
+                      % (time.strftime("%H:%M:%S"), len(self._tomograms)))
+            closeStep.setStatus(STATUS_NEW)
+        if tomograms or closed:
+            self.updateSteps()
 
     # --------------------------- STEPS ---------------------------------------
     def pickStep(self, tsId):
-        with self._lock:
-            tomo = self.inputTomograms.get()[{"_tsId": tsId}].clone()
+        tomo = self._tomograms[tsId]
+        picks = os.path.join(self._picksDir(), "%s.csv" % tsId)
+        if os.path.exists(self._pickedFile(tsId)):
+            # "Continue" after a kill re-runs steps that did not finish: keep what is done
+            self.info("Tomogram %s was picked before: kept." % tsId)
+            return picks
         model = self.inputModel.get()
         errorFile = self._getExtraPath("logs", "%s.stderr" % tsId)
         os.makedirs(os.path.dirname(errorFile), exist_ok=True)
@@ -108,6 +162,8 @@ class EtPickerProtPick(EtPickerProtBase):
         args.append("2> %s" % quote(errorFile))
         try:
             self._runCore("pick", *args)
+            if not os.path.exists(picks):  # a queue's job does not pass on the exit code
+                raise RuntimeError("the core wrote no picks for %s" % tsId)
         except Exception as error:
             self._forwardStderr(errorFile)
             message = self._errorLine(errorFile) or str(error)
@@ -117,9 +173,10 @@ class EtPickerProtPick(EtPickerProtBase):
                        "are picked as usual." % (tsId, tomo.getFileName(), message))
             return self._failedFile(tsId)
         self._forwardStderr(errorFile)
-        picks = os.path.join(self._picksDir(), "%s.csv" % tsId)
         with self._lock:
-            self._appendPicks(tomo, picks)
+            message = self._appendPicks(tomo, picks)
+            with open(self._pickedFile(tsId), "w") as handle:  # its picks are in the outputs
+                handle.write(message)
         return picks
 
     def closeOutputStep(self):
@@ -133,14 +190,15 @@ class EtPickerProtPick(EtPickerProtBase):
                 "Picking failed on %d of %d tomogram(s): %s (%s: %s). The other tomograms' "
                 "picks are in the outputs. Fix the cause and press Continue: only the failed "
                 "tomograms are picked again."
-                % (len(failed), self.inputTomograms.get().getSize(),
+                % (len(failed), len(self._tomograms),
                    ", ".join(sorted(failed)), tsId, failed[tsId]))
 
     # --------------------------- UTILS ---------------------------------------
     def _appendPicks(self, tomo, csvPath):
-        """Add one tomogram's picks to the per-class outputs, creating them first."""
+        """Add one tomogram's picks to the per-class outputs, creating them first; return
+        the log line that says so."""
         classNames = self.inputModel.get().getClasses()
-        outputs = [self._classOutput(name) for name in classNames]
+        outputs = [self._classOutput(name, tomo) for name in classNames]
         counts = [0] * len(classNames)
         for index, coord in convert.coordinatesFromCsv(csvPath, tomo, classNames):
             outputs[index].append(coord)
@@ -151,20 +209,32 @@ class EtPickerProtPick(EtPickerProtBase):
             if created:
                 self._defineSourceRelation(self.inputTomograms, output)
                 self._defineSourceRelation(self.inputModel, output)
-        self.info("Tomogram %s picked: %s." % (tomo.getTsId(), ", ".join(
-            "%d %s" % (n, name) for n, name in zip(counts, classNames))))
+        message = "Tomogram %s picked at %s: %s." % (
+            tomo.getTsId(), time.strftime("%H:%M:%S"),
+            ", ".join("%d %s" % (n, name) for n, name in zip(counts, classNames)))
+        self.info(message)
+        return message
 
-    def _classOutput(self, className):
+    def _classOutput(self, className, tomo):
         name = self._outputName(className)
         if self.hasAttribute(name):
             output = getattr(self, name)
             output.enableAppend()
             return output
-        tomograms = self.inputTomograms.get()
-        output = self._createSetOfCoordinates3D(self.inputTomograms,
-                                                suffix="_" + convert.safeName(className))
-        output.setSamplingRate(tomograms.getSamplingRate())
-        output.setBoxSize(round(self._boxSizeAngstrom(className) / tomograms.getSamplingRate()))
+        samplingRate = tomo.getSamplingRate()
+        path = self._getPath("coordinates_%s.sqlite" % convert.safeName(className))
+        if os.path.exists(path):
+            # Picks of this run that the project has not seen (it was killed before the
+            # project read its outputs): keep them, "Continue" does not pick them again.
+            output = SetOfCoordinates3D(filename=path)
+            output.loadAllProperties()
+            output.enableAppend()
+            output.setPrecedents(self.inputTomograms)
+        else:  # tomo's name for it: coordinates<suffix>.sqlite
+            output = self._createSetOfCoordinates3D(self.inputTomograms,
+                                                    suffix="_" + convert.safeName(className))
+        output.setSamplingRate(samplingRate)
+        output.setBoxSize(round(self._boxSizeAngstrom(className) / samplingRate))
         output.setStreamState(Set.STREAM_OPEN)
         return output
 
@@ -187,6 +257,10 @@ class EtPickerProtPick(EtPickerProtBase):
 
     def _failedFile(self, tsId):
         return self._getExtraPath("logs", "%s.failed" % tsId)
+
+    def _pickedFile(self, tsId):
+        """Written once a tomogram's picks are in the outputs."""
+        return self._getExtraPath("logs", "%s.picked" % tsId)
 
     def _failedTomograms(self):
         logs = self._getExtraPath("logs")
@@ -215,10 +289,12 @@ class EtPickerProtPick(EtPickerProtBase):
     # --------------------------- INFO ----------------------------------------
     def _validate(self):
         tomograms, model = self.inputTomograms.get(), self.inputModel.get()
-        errors = self._emptySetErrors([tomograms], "tomograms")
+        # A streaming input may be empty yet: its tomograms are checked as they arrive.
+        streaming = tomograms is not None and tomograms.isStreamOpen()
+        errors = [] if streaming else self._emptySetErrors([tomograms], "tomograms")
         if model is not None:
             errors += self._modelErrors(model)
-            if tomograms is not None and not errors:
+            if tomograms is not None and tomograms.getSamplingRate() and not errors:
                 errors += self._voxelSizeErrors(tomograms, model)
         errors += self._tsIdErrors(tomograms)
         if self.boxSize.get() is not None and self.boxSize.get() <= 0:
