@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -81,6 +80,11 @@ class Processes:
         dist.all_reduce(tensor)
         return tensor.item() / self.world
 
+    def summed(self, tensor):
+        """`tensor` summed over the processes, its gradient flowing back to every process's
+        part (a loss's sums over all processes' patches, see _Summed)."""
+        return tensor if self.backend is None else _Summed.apply(tensor)
+
     def batch(self, batch):
         """Patches per process and step, `batch` being those of a step over all processes
         (rounded up: every process takes as many)."""
@@ -96,12 +100,6 @@ class Processes:
         whole = [plan[i % len(plan)] for i in range(self.world * math.ceil(len(plan) / self.world))]
         return whole[self.rank::self.world]
 
-    def stream_seed(self, seed, epoch):
-        """The seed of this process's random stream (augmentation) for an epoch: the run's
-        seed, the epoch and the rank make it, so the processes draw differently, a run is
-        repeatable, and a resumed run needs no stream state of every process."""
-        return int(np.random.SeedSequence([seed, epoch, self.rank]).generate_state(1)[0])
-
     def wrap(self, model, device):
         """The network that training calls: `model` itself, or `model` in
         DistributedDataParallel, which starts every process from the main one's weights and
@@ -112,6 +110,26 @@ class Processes:
 
 
 SINGLE = Processes()
+
+
+class _Summed(torch.autograd.Function):
+    """All-reduce (sum) that gradients pass back through, summed as well. Every process's
+    loss L is then one function of the sums S, and the gradient reaching each process's part
+    of S is that of the world's total loss, world x dL/dS; DistributedDataParallel averages
+    the parameters' gradients over the world, which leaves exactly the gradient one process
+    would compute on all the patches."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, gradient):
+        gradient = gradient.clone()
+        dist.all_reduce(gradient)
+        return gradient
 
 
 @contextmanager

@@ -15,23 +15,28 @@ def soft_target(class_ids, weight, n_channels):
     return target
 
 
-def soft_dice_loss(logits, target, smooth=1.0):
+def soft_dice_loss(logits, target, smooth=1.0, summed=None):
     """1 - mean over channels of the soft Dice coefficient, summed over the whole batch.
 
     Summing over the batch (not per patch) keeps a class absent from one patch from
-    dominating the loss; `smooth` makes an absent class predicted absent score ~1."""
+    dominating the loss; `smooth` makes an absent class predicted absent score ~1.
+    `summed` (distributed.Processes.summed): the batch's sums made those of every process's
+    batch, so that several processes learn as one would on all their patches."""
     probability = logits.float().softmax(dim=1)
     target = target.float()
     dims = [0] + list(range(2, logits.dim()))
     overlap = (probability * target).sum(dim=dims)
     total = probability.sum(dim=dims) + target.sum(dim=dims)
+    if summed is not None:
+        overlap, total = summed(torch.stack([overlap, total]))
     dice = (2 * overlap + smooth) / (total + smooth)
     return 1.0 - dice.mean()
 
 
-def dice_ce_loss(logits, target, ce_weight=0.0):
-    """Soft Dice, plus `ce_weight` times cross-entropy against the (soft) target."""
-    loss = soft_dice_loss(logits, target)
+def dice_ce_loss(logits, target, ce_weight=0.0, summed=None):
+    """Soft Dice (`summed`: see soft_dice_loss), plus `ce_weight` times cross-entropy against
+    the (soft) target."""
+    loss = soft_dice_loss(logits, target, summed=summed)
     if ce_weight:
         log_probability = logits.float().log_softmax(dim=1)
         loss = loss + ce_weight * -(target.float() * log_probability).sum(dim=1).mean()

@@ -3,7 +3,8 @@
 The model folder gets `config.json` at the start, `weights.pt` (and the kept epoch in
 config.json) whenever validation improves, and `checkpoint.pt` plus `history.csv` after
 every epoch, so a run stopped by its time budget (or killed) leaves a usable model and can
-be resumed.
+be resumed. On several processes (distributed.py) the main one alone does all of that, and
+logs; the others train their share of each epoch and follow its decision to stop.
 """
 import dataclasses
 import math
@@ -28,7 +29,7 @@ from .sampling import PatchSampler, patch_origin
 from .settings import DEFAULT_RELATIVE_MIN_SCORE, MIN_VAL_PARTICLES, TrainSettings
 from .train_data import (class_order, common_voxel_size, expand_diameters, pair_by_stem, per_class, prepare_data,
                          sparse_validation_classes)
-from .train_loop import Optimisation, one_cycle, train_epoch, validation_loss
+from .train_loop import Optimisation, augmentation_streams, one_cycle, train_epoch, validation_loss
 from .validation import (CandidatePicker, feature_seconds, fit_shape_checks, validation_candidates,
                          validation_scores)
 
@@ -228,7 +229,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     amp_dtype = autocast_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     optimisation = Optimisation(model, optimizer, scheduler, scaler, np.random.default_rng(settings.seed),
-                                torch.Generator(), processes.wrap(model, device))
+                                processes.wrap(model, device))
     augmentation = default_augmentation()
     history, best, first_epoch = [], None, 0
     if resume:  # every process restores the checkpoint
@@ -256,11 +257,13 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     epochs_done, stopped_by_budget = first_epoch, False
     for epoch in range(first_epoch, epochs):
         epoch_started = time.monotonic()
-        plan = processes.share(sampler.epoch_plan(optimisation.rng))
-        optimisation.generator.manual_seed(processes.stream_seed(settings.seed, epoch))
+        plan = sampler.epoch_plan(optimisation.rng)  # the same on every process
+        mine = processes.share(range(len(plan)))
         # The budget covers the whole run, resumed parts included (raise it to go on).
-        train_loss = train_epoch(optimisation, sampler, plan, processes.batch(batch), augmentation, device, amp_dtype,
-                                 len(classes) + 1, settings.ce_weight, pace, processes, f"epoch {epoch + 1}/{epochs}")
+        train_loss = train_epoch(optimisation, sampler, [plan[i] for i in mine],
+                                 augmentation_streams(settings.seed, epoch, mine), processes.batch(batch),
+                                 augmentation, device, amp_dtype, len(classes) + 1, settings.ce_weight, pace,
+                                 processes, f"epoch {epoch + 1}/{epochs}")
         epochs_done, stop = epoch + 1, False
         if processes.is_main:
             row = {"epoch": epoch + 1, "train_loss": train_loss, **validate(time_budget)}

@@ -25,7 +25,6 @@ class Optimisation:
     scheduler: object
     scaler: torch.amp.GradScaler
     rng: np.random.Generator  # the epochs' patch plans, drawn alike by every process
-    generator: torch.Generator  # augmentation, seeded per epoch and process (Processes.stream_seed)
     network: torch.nn.Module = None
 
     def __post_init__(self):
@@ -67,13 +66,28 @@ def one_cycle(total_steps, time_spent=None, warmup=0.3, start=1 / 25, end=1e-4):
     return factor
 
 
-def train_epoch(optimisation, sampler, plan, batch, augmentation, device, amp_dtype, n_channels, ce_weight,
-                pace=None, processes=SINGLE, description="training"):
-    """One pass over this process's plan (`batch` patches a step), or until the time is
-    spent (`pace`, budget.Pace): on a slow CPU a single epoch can outlast the whole time
-    budget. Every process takes the same number of steps and stops at the same one; the
-    loss returned is the mean over all processes' patches. Only the main process reports
-    progress."""
+def augmentation_streams(seed, epoch, positions):
+    """A random stream (torch.Generator) for each patch of an epoch, from the run's seed, the
+    epoch and the patch's place in the epoch's plan: a patch is augmented alike whichever
+    process trains it, so N processes train as one does, and a resumed run as an
+    uninterrupted one."""
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, int(position)])
+                                              .generate_state(1)[0])) for position in positions]
+
+
+def _augmented(augmentation, image, label, streams):
+    """Each patch of a batch augmented with its own stream."""
+    done = [augmentation(image[i:i + 1], label[i:i + 1], stream) for i, stream in enumerate(streams)]
+    return torch.cat([image for image, _ in done]), torch.cat([label for _, label in done])
+
+
+def train_epoch(optimisation, sampler, plan, streams, batch, augmentation, device, amp_dtype, n_channels,
+                ce_weight, pace=None, processes=SINGLE, description="training"):
+    """One pass over this process's plan (`batch` patches a step, each augmented with its
+    stream of `streams`), or until the time is spent (`pace`, budget.Pace): on a slow CPU a
+    single epoch can outlast the whole time budget. Every process takes the same number of
+    steps and stops at the same one; the loss returned is the mean over all processes'
+    patches. Only the main process reports progress."""
     network, optimizer, scheduler, scaler = (optimisation.network, optimisation.optimizer, optimisation.scheduler,
                                              optimisation.scaler)
     network.train()
@@ -81,14 +95,15 @@ def train_epoch(optimisation, sampler, plan, batch, augmentation, device, amp_dt
     batches = prefetch(sampler.batches(plan, batch))
     if processes.is_main:
         batches = tracked(batches, math.ceil(len(plan) / batch), description)
-    for image, label in batches:
+    for step, (image, label) in enumerate(batches):
         if pace is not None and pace.update() > 1 and count:
             break
-        image, label = augmentation(image.to(device), label.to(device), optimisation.generator)
+        image, label = _augmented(augmentation, image.to(device), label.to(device),
+                                  streams[step * batch:(step + 1) * batch])
         target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
         with autocast(device, amp_dtype):
             logits = network(image)
-        loss = dice_ce_loss(logits, target, ce_weight)
+        loss = dice_ce_loss(logits, target, ce_weight, processes.summed)  # Dice over every process's patches
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from etpicker.core import distributed, io, simulate, train
+from etpicker.core import distributed, io, simulate, train, train_loop
 from etpicker.core.cli import main
 from etpicker.core.distributed import Processes
 from etpicker.core.model_folder import CHECKPOINT_NAME, HISTORY_NAME, WEIGHTS_NAME
@@ -132,6 +132,18 @@ def test_two_runs_with_the_same_seed_give_the_same_weights_through_torchrun_or_t
     assert [row["train_loss"] for row in _history(one)] == [row["train_loss"] for row in _history(other)]
 
 
+def test_two_processes_train_the_weights_one_process_trains(tiny, tiny_runs, tmp_path):
+    # each patch is augmented alike wherever it is trained, and the Dice loss sums over all
+    # processes' patches: only the order of the sums differs
+    torch.set_num_threads(1)
+    train.train([tiny / "t.mrc"], [tiny / "t.csv"], tmp_path, epochs=3, patch=16, batch=4, widths=(4, 8, 8, 8),
+                lr=3e-3, ce_weight=0.0, val_fraction=0.4, seed=5, shape_check=False, device="cpu", log=lambda _: None)
+    alone, shared = _tensors(tmp_path / CHECKPOINT_NAME, "model"), _tensors(tiny / "torchrun" / CHECKPOINT_NAME, "model")
+    assert all(torch.allclose(alone[name], shared[name], atol=1e-5) for name in alone)
+    assert [float(row["train_loss"]) for row in _history(tmp_path)] == pytest.approx(
+        [float(row["train_loss"]) for row in _history(tiny / "torchrun")], rel=1e-5)
+
+
 def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_ones_weights(tiny, tiny_runs, tmp_path):
     inputs = ("--tomos", tiny / "t.mrc", "--coords", tiny / "t.csv")
     command = [str(word) for word in (*TORCHRUN, "-m", "etpicker.core", "train", *inputs, "--out", tmp_path / "parts",
@@ -167,6 +179,37 @@ def test_the_time_budget_stops_both_processes_after_the_same_epoch(tiny, tmp_pat
     assert 1 <= epochs < 50 and len(_history(tmp_path)) == epochs
 
 
+GRADIENTS = """
+import sys
+import torch
+from etpicker.core import distributed
+from etpicker.core.losses import dice_ce_loss, soft_target
+from etpicker.core.model import ResUNet3D
+
+with distributed.started("cpu") as processes:
+    torch.manual_seed(0)
+    model, alone = ResUNet3D(2, (4, 8, 8, 8)), ResUNet3D(2, (4, 8, 8, 8))
+    alone.load_state_dict(model.state_dict())
+    images = torch.randn(4, 1, 16, 16, 16)
+    target = soft_target(torch.randint(0, 3, (4, 16, 16, 16)), torch.ones(4, 16, 16, 16), 3)
+    mine = slice(processes.rank, None, processes.world)
+    network = processes.wrap(model, torch.device("cpu"))  # kept: its hooks average the gradients
+    dice_ce_loss(network(images[mine]), target[mine], 1.0, processes.summed).backward()
+    if processes.is_main:
+        dice_ce_loss(alone(images), target, 1.0).backward()
+        print(max((p.grad - q.grad).abs().max().item() for p, q in zip(model.parameters(), alone.parameters()))
+              / max(q.grad.abs().max().item() for q in alone.parameters()))
+"""
+
+
+def test_two_processes_compute_the_gradient_one_process_computes_on_all_their_patches(tmp_path):
+    # the Dice loss sums over every process's patches (a Dice of each half would differ by ~2e-3)
+    (tmp_path / "gradients.py").write_text(GRADIENTS)
+    result = _run(*TORCHRUN, tmp_path / "gradients.py", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.strip().splitlines()[-1]) < 1e-4
+
+
 def test_a_process_other_than_the_main_one_writes_and_logs_nothing(tiny, tmp_path):
     lines = []
     summary = train.train([tiny / "t.mrc"], [tiny / "t.csv"], tmp_path / "model", processes=Processes(rank=1, world=2),
@@ -185,8 +228,11 @@ def test_each_process_takes_a_disjoint_share_of_the_plan_and_as_many_steps():
     # a step of 2 patches per process is a run of 6 of the plan, as one process with batch 6 takes them
     assert sorted(shares[0][:2] + shares[1][:2] + shares[2][:2]) == plan[:6]
     assert Processes(world=3).batch(4) == 2 and Processes(world=2).batch(4) == 2
-    seeds = {Processes(rank=rank, world=2).stream_seed(0, epoch) for rank in range(2) for epoch in range(3)}
-    assert len(seeds) == 6 and Processes(rank=1, world=2).stream_seed(0, 2) in seeds
+    # a patch is augmented alike on any process: its stream follows its place in the plan
+    first = [stream.initial_seed() for stream in train_loop.augmentation_streams(0, 1, shares[1])]
+    again = [stream.initial_seed() for stream in train_loop.augmentation_streams(0, 1, range(11))]
+    assert first == [again[i] for i in shares[1]] and len(set(again)) == 11
+    assert train_loop.augmentation_streams(0, 2, [1])[0].initial_seed() != again[1]
 
 
 def test_gpus_launches_one_process_per_gpu_with_train_words_less_its_own(tiny, tmp_path, monkeypatch, capsys):
