@@ -109,9 +109,9 @@ class EtPickerProtPick(EtPickerProtBase, ProtTomoPicking):
         from its file: a streaming producer keeps adding to it while this run goes on."""
         tomoSet = SetOfTomograms(filename=self.inputTomograms.get().getFileName())
         tomoSet.loadAllProperties()
+        closed = tomoSet.isStreamClosed()  # read first: the items read next include the last
         new = [tomo.clone() for tomo in tomoSet.iterItems(orderBy="id")
                if tomo.getTsId() not in self._tomograms]
-        closed = tomoSet.isStreamClosed()
         tomoSet.close()
         return new, closed
 
