@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for
 import realistic  # noqa: E402  (same folder)
 from etpicker.core import io, metrics, model_folder  # noqa: E402
 from etpicker.core.normalise import robust_stats  # noqa: E402
-from etpicker.core.tiling import tile_origins  # noqa: E402
+from etpicker.core.tiling import model_tiling, tile_origins  # noqa: E402
 
 
 def core(*args, log):
@@ -186,14 +187,14 @@ def report_sources(pred_dir, test, classes, sizes, log):
             or "no picks"))
 
 
-def tile_distance(xyz, shape, patch, pad):
-    """Per point, its Chebyshev distance (voxels) from the centre of the tile whose kept
-    region holds it, with the tiling that `pick` uses."""
+def tile_distance(xyz, shape, tile, pad):
+    """Per point, its Chebyshev distance (voxels) from the centre of the tile (z, y, x voxels)
+    whose kept region holds it, with the tiling that `pick` uses."""
     zyx = np.floor(np.asarray(xyz, dtype=float)[:, ::-1] + 0.5).astype(int)
     distance = np.zeros(len(zyx))
-    for tile in tile_origins(shape, patch, pad):
-        inside = np.all((zyx >= tile.keep_start) & (zyx < tile.keep_stop), axis=1)
-        distance[inside] = np.abs(zyx[inside] - np.asarray(tile.origin) - (patch - 1) / 2).max(axis=1)
+    for kept in tile_origins(shape, tile, pad):
+        inside = np.all((zyx >= kept.keep_start) & (zyx < kept.keep_stop), axis=1)
+        distance[inside] = np.abs(zyx[inside] - np.asarray(kept.origin) - (np.asarray(tile) - 1) / 2).max(axis=1)
     return distance
 
 
@@ -203,22 +204,24 @@ def report_tile_positions(pred_dir, test, model_dir, tolerances, log, bins=3):
     CoordConv) picks falsely at tile centres and misses at tile edges. Picks are matched
     per class as `evaluate` matches them."""
     config = model_folder.read_config(model_dir)
-    patch, pad = config["patch"], config["pad"]
+    pad, smallest = config["pad"], np.inf
     found = {"tp": [], "fp": [], "fn": []}
     for mrc, csv_path in test:
         shape = io.open_tomogram(mrc).data.shape
+        tile, _ = model_tiling(config, shape, pad, 4, torch.device("cpu"))
+        smallest = min(smallest, min(tile))
         picks, truth = io.read_coords(pred_dir / f"{mrc.stem}.csv"), io.read_coords(csv_path)
         hit, taken = np.zeros(len(picks), bool), np.zeros(len(truth), bool)
         for name in set(truth.names) | set(picks.names):
             in_picks, in_truth = picks.names == name, truth.names == name
             hit[in_picks], taken[in_truth] = metrics.matched(picks.xyz[in_picks], truth.xyz[in_truth],
                                                              tolerances.get(name, 0.0))
-        where = tile_distance(picks.xyz, shape, patch, pad)
+        where = tile_distance(picks.xyz, shape, tile, pad)
         found["tp"].append(where[hit])
         found["fp"].append(where[~hit])
-        found["fn"].append(tile_distance(truth.xyz[~taken], shape, patch, pad))
+        found["fn"].append(tile_distance(truth.xyz[~taken], shape, tile, pad))
     found = {kind: np.concatenate(values) for kind, values in found.items()}
-    half_width = (patch - 2 * pad) / 2
+    half_width = (smallest - 2 * pad) / 2  # of the smallest kept region
     edges = np.linspace(0, half_width, bins + 1)
     edges[-1] = np.inf  # tiles at the volume's faces are shifted inwards: their kept voxels lie further out
     log(f"  picks by distance from their tile's centre (voxels; kept half-width {half_width:g}):")

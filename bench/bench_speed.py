@@ -2,16 +2,20 @@
 
 Prints, as absolute numbers and as ratios against naive alternatives:
   inference  segment() throughput (voxels/s) on a 200×512×512 volume (patch 72, pad 12), and its
-             time's shares: waiting for tiles to be read, the network, assembling the class map
+             time's shares: waiting for tiles to be read, the network, assembling the class map;
+             patch-sized tiles against the automatic larger ones (tiling.choose_tile)
   nms        MP-NMS time and peak memory on a 200×512×512 class map, slab-wise (ours)
              against whole-volume pooling (naive)
   train      one training step (batch 8, patch 72, forward + backward + AdamW)
   memory     peak resident memory of `python -m etpicker.core pick` on a 300×1024×1024
              MRC file on disk (limit: 3 GB on CPU), against keeping all tiles in RAM, and
              where that pick's time went (`pick --profile`)
+  pick       the whole `pick` command with a trained model on given tomograms: patch-sized
+             tiles against the automatic ones, seconds per tomogram, F1 and their ratio
 
 Usage:
     python bench/bench_speed.py [--quick] [--device auto|cpu|cuda:N] [--only SECTION ...]
+        [--pick-model MODEL_DIR --pick-tomos A.mrc ... --pick-gt GT_DIR]
 """
 
 import argparse
@@ -31,19 +35,22 @@ import torch.nn.functional as F
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from etpicker.core import __version__, model_folder  # noqa: E402
+from etpicker.core import __version__, metrics, model_folder  # noqa: E402
+from etpicker.core.io import open_tomogram, read_coords  # noqa: E402
+from etpicker.core.validation import MIN_SCORE_CHOICES, CandidatePicker  # noqa: E402
 from etpicker.core.labels import paint_labels  # noqa: E402
 from etpicker.core.losses import soft_dice_loss, soft_target  # noqa: E402
 from etpicker.core.model import ResUNet3D, build_model  # noqa: E402
 from etpicker.core.device import AMP_MODES, autocast, autocast_dtype, dtype_name, resolve_device  # noqa: E402
-from etpicker.core.model_store import save_weights  # noqa: E402
+from etpicker.core.model_store import load_model, save_weights  # noqa: E402
 from etpicker.core.postprocess import mp_nms  # noqa: E402
 from etpicker.core.profile import Profile  # noqa: E402
 from etpicker.core.sampling import PatchSampler, PatchSource  # noqa: E402
-from etpicker.core.tiling import segment, tile_batches, tile_origins  # noqa: E402
+from etpicker.core.tiling import (batch_for, choose_tile, max_tile_voxels, segment, tile_batches,  # noqa: E402
+                                  tile_origins)
 from etpicker.core.settings import DEFAULT_WIDTHS, default_pad  # noqa: E402
 
-SECTIONS = ("inference", "nms", "train", "memory")
+SECTIONS = ("inference", "nms", "train", "memory", "pick")
 REFERENCE_PICK_PAD = 18  # the reference's picking margin for a 72-voxel patch
 N_CLASSES = 3
 LABEL_DIAMETERS = (9, 13, 17)  # weak-label diameters of the three benchmark classes
@@ -134,7 +141,7 @@ def bench_inference(args, device, out):
     shape = (40, 72, 72) if args.quick else (200, 512, 512)
     patch, batch = 72, args.batch
     pad = default_pad(patch)  # what a model trained with this patch picks with
-    model = ResUNet3D(N_CLASSES).to(device)
+    model = ResUNet3D(N_CLASSES, coordconv=False).to(device)  # train's default
     total_tiles = len(tile_origins(shape, patch, pad))
     amp_dtype = autocast_dtype(device, args.amp)
     log(f"\n[inference] segment(), default widths, patch {patch}, pad {pad}, batch {batch}, "
@@ -192,6 +199,18 @@ def bench_inference(args, device, out):
     log(f"  tiling overhead: each voxel goes through the network {overlap:.1f}× "
         f"(pad {pad}); the reference's picking pad {REFERENCE_PICK_PAD} would need "
         f"{len(tile_origins(shape, patch, REFERENCE_PICK_PAD)) / total_tiles:.2f}× the tiles")
+    max_voxels = max_tile_voxels(DEFAULT_WIDTHS[0], device)
+    tile = choose_tile(measured_shape, patch, pad, max_voxels)
+    profile = Profile()
+    started = time.perf_counter()
+    segment(model, volume, 0.0, 1.0, tile, pad, batch=batch_for(tile, batch, max_voxels), device=device,
+            amp_dtype=amp_dtype, profile=profile)
+    synchronise(device)
+    automatic = time.perf_counter() - started
+    computed = len(tile_origins(measured_shape, tile, pad)) * np.prod(tile)
+    log(f"  automatic tiles {tile} (a network without CoordConv; each voxel computed "
+        f"{computed / np.prod(measured_shape):.2f}×): {automatic:.1f} s on {measured_shape}, "
+        f"{seconds / automatic:.2f}× faster than patch-sized tiles; {profile.report()}")
     volume_path.unlink()
     return seconds / len(tile_origins(measured_shape, patch, pad))
 
@@ -229,7 +248,7 @@ def bench_nms(args, device, out):
 
 def bench_train(args, device, out):
     batch, patch = (2, 32) if args.quick else (8, 72)
-    model = ResUNet3D(N_CLASSES).to(device).train()
+    model = ResUNet3D(N_CLASSES, coordconv=False).to(device)  # train's default.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     rng = np.random.default_rng(3)
     images = torch.from_numpy(rng.standard_normal((batch, 1, patch, patch, patch),
@@ -304,7 +323,7 @@ def write_model(folder, widths, patch, pad):
     """A model folder as train writes one, with untrained weights of the given widths."""
     config = {"format": 1, "classes": [f"c{i}" for i in range(1, N_CLASSES + 1)],
               "diameters": list(LABEL_DIAMETERS), "label_type": "tball", "voxel_size": 10.0,
-              "patch": patch, "pad": pad, "widths": list(widths), "coordconv": True,
+              "patch": patch, "pad": pad, "widths": list(widths), "coordconv": False,
               "pyramid": True, "normalisation": "robust-standardise", "version": __version__}
     folder.mkdir(parents=True, exist_ok=True)
     model_folder.write_config(folder, config)
@@ -349,6 +368,67 @@ def bench_memory(args, device, out, seconds_per_tile):
     tomo_path.unlink()
 
 
+def bench_pick(args, device, out):
+    """The whole `pick` command on given tomograms with a trained model: the current tiling
+    (tiles of the training patch) against the automatic one, time per tomogram and F1."""
+    if not (args.pick_model and args.pick_tomos):
+        log("\n[pick] skipped: give --pick-model DIR and --pick-tomos A.mrc ... (and --pick-gt DIR for F1), "
+            "e.g. a model that bench_accuracy.py trained and its test tomograms")
+        return
+    config = model_folder.read_config(args.pick_model)
+    diameters = config.get("particle_diameters") or config["diameters"]
+    log(f"\n[pick] `pick` of {len(args.pick_tomos)} tomogram(s) with {args.pick_model} (patch {config['patch']}, "
+        f"pad {config['pad']}, widths {config['widths']}, coordconv {config.get('coordconv', True)}), {device}")
+    results = {}
+    for name, extra in (("patch-sized tiles", ["--tile", config["patch"]]), ("automatic tiles", [])):
+        pred = out / "pick_pred" / name.split()[0]
+        shutil.rmtree(pred, ignore_errors=True)
+        seconds, peak, output = run_measured(
+            [sys.executable, "-m", "etpicker.core", "pick", "--model", args.pick_model, "--tomos", *args.pick_tomos,
+             "--out", pred, "--device", str(device), "--profile", *extra])
+        f1 = None
+        if args.pick_gt:
+            _, _, scores = run_measured([sys.executable, "-m", "etpicker.core", "evaluate", "--pred", pred,
+                                         "--gt", args.pick_gt, "--diameter", ",".join(f"{d:.2f}" for d in diameters)])
+            f1 = float(scores.strip().splitlines()[-1].removeprefix("F1="))
+        results[name] = seconds / len(args.pick_tomos), f1
+        log(f"  {name}: {seconds / len(args.pick_tomos):.1f} s per tomogram (whole command), peak RSS "
+            f"{peak / GB:.2f} GB" + (f", class-agnostic F1 {f1:.3f}" if f1 is not None else ""))
+        for line in output.splitlines():
+            if line.startswith("profile "):
+                log(f"    {line}")
+    (old_seconds, old_f1), (new_seconds, new_f1) = results.values()
+    log(f"  ratio patch-sized / automatic: time {old_seconds / new_seconds:.2f}×"
+        + (f", F1 {new_f1 - old_f1:+.3f}" if old_f1 is not None else ""))
+    if args.pick_val_tomo and args.pick_gt:
+        retuned_comparison(args, device, config)
+
+
+def retuned_comparison(args, device, config):
+    """The model's thresholds were tuned on picks of its own tiling: give each tiling its
+    own, tuned on the validation tomogram as training does, and score the test tomograms
+    with them (no shape checks, which were fitted on one tiling's picks too)."""
+    model, _ = load_model(args.pick_model, device)
+    picker_args = dict(model=model, config=config, pad=config["pad"], batch=4, device=device, amp="auto")
+    truth_of = {path.stem: read_coords(args.pick_gt / f"{path.stem}.csv") for path in args.pick_tomos}
+    validation_truth = read_coords(args.pick_val_gt)
+    for name, tile in (("patch-sized tiles", config["patch"]), ("automatic tiles", None)):
+        picker = CandidatePicker(**picker_args, tile=tile)
+        candidates = picker(open_tomogram(args.pick_val_tomo))
+        *_, thresholds = metrics.best_min_scores([(candidates, picker.relative_scores(candidates), validation_truth)],
+                                                 config["classes"], picker.tolerances, MIN_SCORE_CHOICES)
+        pairs = []
+        for path in args.pick_tomos:
+            picks = picker(open_tomogram(path))
+            needed = np.array([thresholds[n] for n in picks.names])
+            pairs.append((picks.subset(picker.relative_scores(picks) >= needed), truth_of[path.stem]))
+        result = metrics.evaluate_many(pairs, picker.tolerances)
+        log(f"  {name}, thresholds re-tuned on {args.pick_val_tomo.name} "
+            f"({', '.join(f'{n} {t:g}' for n, t in thresholds.items())}), no shape checks: class-agnostic F1 "
+            f"{result[metrics.ALL]['f1']:.3f}, per class "
+            + ", ".join(f"{n} {r['f1']:.3f}" for n, r in result["classes"].items()))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a quick check")
@@ -369,6 +449,12 @@ def main(argv=None):
     parser.add_argument("--memory-pad", type=int, default=default_pad(72),
                         help="tile margin of the memory run; 0 needs 1/3 of the tiles and "
                              "leaves the peak memory unchanged (default %(default)s)")
+    parser.add_argument("--pick-model", type=Path, metavar="MODEL_DIR", help="a trained model for the pick section")
+    parser.add_argument("--pick-tomos", type=Path, nargs="+", metavar="A.mrc", help="tomograms for the pick section")
+    parser.add_argument("--pick-gt", type=Path, metavar="GT_DIR", help="their true coordinates, for F1")
+    parser.add_argument("--pick-val-tomo", type=Path, metavar="V.mrc",
+                        help="the model's validation tomogram: each tiling's thresholds are re-tuned on it")
+    parser.add_argument("--pick-val-gt", type=Path, metavar="V.csv", help="its true coordinates")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench_output" / "speed")
     parser.add_argument("--child", choices=("nms-ours", "nms-naive"), help=argparse.SUPPRESS)
     parser.add_argument("--child-input", help=argparse.SUPPRESS)
@@ -392,6 +478,8 @@ def main(argv=None):
         bench_train(args, device, args.out)
     if "memory" in args.only:
         bench_memory(args, device, args.out, seconds_per_tile)
+    if "pick" in args.only:
+        bench_pick(args, device, args.out)
     return 0
 
 

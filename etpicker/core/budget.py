@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .device import autocast
-from .tiling import tile_origins
+from .tiling import model_tiling, tile_origins
 
 # Reading, standardising, MP-NMS and the shape features on top of the network's own time;
 # generous, since an estimate too low overruns the budget and one too high only costs the
@@ -32,10 +32,15 @@ def seconds_per_batch(model, patch, batch, device, amp_dtype):
     return time.monotonic() - started
 
 
-def segmenting_seconds(shapes, patch, pad, batch, per_batch):
-    """Estimated seconds to pick regions of the given shapes (z, y, x) tile by tile."""
-    tiles = sum(len(tile_origins(shape, patch, pad)) for shape in shapes)
-    return OVERHEAD * math.ceil(tiles / batch) * per_batch
+def segmenting_seconds(shapes, config, pad, batch, per_batch, device):
+    """Estimated seconds to pick regions of the given shapes (z, y, x) with picking's tiling,
+    from the seconds of one network call on `batch` patch-sized tiles: the network's time
+    goes with the voxels it computes."""
+    voxels = 0
+    for shape in shapes:
+        tile, _ = model_tiling(config, shape, pad, batch, device)
+        voxels += len(tile_origins(shape, tile, pad)) * math.prod(tile)
+    return OVERHEAD * voxels / (batch * config["patch"] ** 3) * per_batch
 
 
 class TimeBudget:
@@ -47,12 +52,12 @@ class TimeBudget:
         self.validation = 0.0  # seconds one validation (loss and picking) takes
         self.checks = 0.0  # seconds the shape checks take at the end
 
-    def estimate(self, per_batch, batch, patch, pad, val_shapes, train_shapes, val_patches, fits_checks):
+    def estimate(self, per_batch, batch, config, pad, device, val_shapes, train_shapes, val_patches, fits_checks):
         """Expected validation and shape-check seconds from one network batch's seconds."""
-        picking = segmenting_seconds(val_shapes, patch, pad, batch, per_batch)
+        picking = segmenting_seconds(val_shapes, config, pad, batch, per_batch, device)
         self.validation = picking + math.ceil(val_patches / batch) * per_batch
-        self.checks = (picking + segmenting_seconds(train_shapes, patch, pad, batch, per_batch)) if fits_checks \
-            else 0.0
+        self.checks = (picking + segmenting_seconds(train_shapes, config, pad, batch, per_batch, device)) \
+            if fits_checks else 0.0
 
     def measured(self, validation, picking, features, train_voxels, val_voxels, fits_checks):
         """What one validation took (`picking` of it spent picking the validation regions) and

@@ -173,6 +173,10 @@ def _add_train(subparsers):
                              "density around each pick, kept for a class where it raised "
                              "validation F1); assumes the annotations are complete")
     _add_amp(parser)
+    parser.add_argument("--coordconv", action="store_true",
+                        help="give every block CoordConv's coordinate channels (relative to the patch); off by "
+                             "default: no gain was measured, and without them picking uses tiles larger than "
+                             "the patch, which is faster")
     parser.add_argument("--widths", type=lambda t: _number_list(t, int), metavar="W1,W2,W3,W4",
                         help="channels per network level; " + _automatic("widths"))
     parser.add_argument("--seed", type=int, default=0)
@@ -266,7 +270,12 @@ def _add_pick(subparsers):
                                                            "higher score (default: half the class diameter)")
     parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
                         help="skip the model's shape checks: keep every pick above the score threshold")
-    parser.add_argument("--batch", type=int, default=PICK_DEFAULTS["batch"], help="tiles per network call")
+    parser.add_argument("--batch", type=int, default=PICK_DEFAULTS["batch"],
+                        help="tiles per network call (fewer where they would not fit in memory)")
+    parser.add_argument("--tile", type=int, metavar="VOXELS",
+                        help="tile edge for the network, a multiple of 8 (default: automatic; a model without "
+                             "CoordConv takes the tile that computes the fewest voxels within a memory budget, "
+                             "one with CoordConv its training patch)")
     parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
                         help="voxel size of all the tomograms in Å, checked against the model's (default: "
                              "their MRC headers); a mismatch only warns")
@@ -286,7 +295,7 @@ def _pick(args):
         raise InputError(f"several tomograms are named {', '.join(clashes)}; give each its own file name")
     device = resolve_device(settings.device)
     model, config = load_model(args.model, device)
-    pad = settings.pad_for(config)
+    pad, tile = settings.pad_for(config), settings.tile_for(config)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = []
     for path in args.tomos:
@@ -303,7 +312,7 @@ def _pick(args):
                 probability = probability_file.data
             profile = Profile()
             try:
-                coords = pick_tomogram(model, config, tomogram, pad=pad, threshold=settings.threshold,
+                coords = pick_tomogram(model, config, tomogram, pad=pad, tile=tile, threshold=settings.threshold,
                                        min_score=settings.min_score, min_distance=settings.min_distance,
                                        batch=settings.batch, device=device, probability_out=probability,
                                        amp=settings.amp, shape_check=settings.shape_check, profile=profile)

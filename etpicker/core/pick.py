@@ -9,7 +9,7 @@ from .postprocess import mp_nms
 from .profile import Profile
 from .settings import DEFAULT_RELATIVE_MIN_SCORE, voxel_sizes_agree
 from .shape_check import CANDIDATE_RELATIVE_MIN_SCORE, apply_checks, checks_from_config
-from .tiling import segment
+from .tiling import model_tiling, segment
 
 
 def voxel_size_warning(tomogram, config):
@@ -25,7 +25,7 @@ def voxel_size_warning(tomogram, config):
             f"rescale the tomogram to {trained:g} Å/voxel unless its header (or --voxel-size) is wrong")
 
 
-def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score=None, min_distance=None,
+def pick_tomogram(model, config, tomogram, *, pad=None, tile=None, threshold=0.5, min_score=None, min_distance=None,
                   batch=4, device="cpu", probability_out=None, relative_min_score=None, amp="auto", stats=None,
                   shape_check=True, profile=None):
     """Coords (x, y, z in voxels, class names from the config, MP-NMS scores) of one tomogram.
@@ -34,6 +34,7 @@ def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score
     ball's score are dropped: one value, or {class: value}; its default is what training
     tuned on validation data. A class with a shape check in the config (and `shape_check`
     true) is picked at the low candidate level instead and its check decides.
+    `tile`: the tiles' edge (voxels), None for the automatic tiling (tiling.model_tiling).
     `stats`: the tomogram's (centre, scale) when already known. `profile` (a Profile) gets
     the seconds of each step."""
     pad = config["pad"] if pad is None else pad
@@ -48,10 +49,10 @@ def pick_tomogram(model, config, tomogram, *, pad=None, threshold=0.5, min_score
     with profile.step("statistics"):
         centre, scale = stats or robust_stats(tomogram.data, name=str(tomogram.path))
     device = torch.device(device)
-    class_map = segment(model, tomogram.data, centre, scale, config["patch"], pad, batch=batch, device=device,
-                        threshold=threshold, probability_out=probability_out,
-                        amp_dtype=autocast_dtype(device, amp), description=f"segmenting {tomogram.stem}",
-                        profile=profile)
+    tile, batch = model_tiling(config, tomogram.data.shape, pad, batch, device, tile)
+    class_map = segment(model, tomogram.data, centre, scale, tile, pad, batch=batch, device=device, threshold=threshold,
+                        probability_out=probability_out, amp_dtype=autocast_dtype(device, amp),
+                        description=f"segmenting {tomogram.stem}", profile=profile)
     with profile.step("MP-NMS"):
         class_ids, zyx, score = mp_nms(class_map, config["diameters"], min_score=min_score,
                                        min_distance=min_distance, device=device,

@@ -127,6 +127,9 @@ class TrainSettings(_Settings):
     device: str = "auto"
     amp: str = "auto"
     shape_check: bool = True
+    # CoordConv's channels are relative to the patch, so a network with them must pick
+    # patch-sized tiles; without them it picks larger ones, and was as accurate (bench/README.md).
+    coordconv: bool = False
 
     def __post_init__(self):
         if self.label_type not in LABEL_TYPES:
@@ -158,8 +161,10 @@ class TrainSettings(_Settings):
 @dataclass
 class PickSettings(_Settings):
     """How to pick. `pad` None: the model's; `min_score` None: each class's tuned relative
-    threshold; `min_distance` None: half the class diameter; `voxel_size` None: the headers'."""
+    threshold; `min_distance` None: half the class diameter; `voxel_size` None: the headers';
+    `tile` None: automatic (tiling.choose_tile)."""
     pad: int = None
+    tile: int = None
     threshold: float = 0.5
     min_score: float = None
     min_distance: float = None
@@ -173,11 +178,21 @@ class PickSettings(_Settings):
     def __post_init__(self):
         if self.batch < 1:
             raise InputError("--batch must be at least 1")
+        if self.tile is not None:
+            check_patch(self.tile)
         check_probability_threshold(self.threshold)
         if self.min_distance is not None and not self.min_distance > 0:
             raise InputError(f"--min-distance must be positive (voxels), got {self.min_distance}")
         check_voxel_size(self.voxel_size)
         _check_amp(self.amp)
+
+    def tile_for(self, config):
+        """The tile size asked for, None for automatic; a CoordConv model's coordinate channels
+        span its patch, so it picks with patch-sized tiles only."""
+        if self.tile is not None and config.get("coordconv", True) and self.tile != config["patch"]:
+            raise InputError(f"this model has CoordConv channels relative to its {config['patch']}-voxel patch, "
+                             f"so it picks with tiles of {config['patch']}, not --tile {self.tile}")
+        return self.tile
 
     def pad_for(self, config):
         """The tile margin to pick a model with: this one, checked against its patch, or its own."""

@@ -51,7 +51,7 @@ def _model_config(settings, classes, diameters, voxel_size, pairs, held_out, ini
     return {"format": FORMAT, "classes": classes, "diameters": diameters,
             "particle_diameters": settings.particle_diameters, "label_type": settings.label_type,
             "voxel_size": voxel_size, "patch": settings.patch, "pad": settings.pad,
-            "widths": list(settings.widths), "coordconv": True, "pyramid": True,
+            "widths": list(settings.widths), "coordconv": settings.coordconv, "pyramid": True,
             "normalisation": "robust-standardise", "version": __version__, "training": training}
 
 
@@ -246,7 +246,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
                            val_sets, scores_particles, fits_checks, amp_dtype, len(classes) + 1,
                            sum(int(np.prod(source.limit_zyx)) for source in sources))
     if time_budget.budget is not None and processes.is_main:  # validation and the checks are held back
-        time_budget.estimate(seconds_per_batch(model, patch, batch, device, amp_dtype), batch, patch, pad,
+        time_budget.estimate(seconds_per_batch(model, patch, batch, device, amp_dtype), batch, config, pad, device,
                              [val.tomogram.data.shape for val in val_sets] if scores_particles else [],
                              shapes_of(sources), len(val_plan), fits_checks)
     if not resume:

@@ -31,11 +31,12 @@ class CandidatePicker:
     batch: int
     device: object
     amp: str
+    tile: int = None  # None: picking's automatic tiling
 
-    def __call__(self, tomogram, stats):
-        return pick_tomogram(self.model, self.config, tomogram, pad=self.pad, batch=self.batch, device=self.device,
-                             relative_min_score=CANDIDATE_RELATIVE_MIN_SCORE, amp=self.amp, stats=stats,
-                             shape_check=False)
+    def __call__(self, tomogram, stats=None):
+        return pick_tomogram(self.model, self.config, tomogram, pad=self.pad, tile=self.tile, batch=self.batch,
+                             device=self.device, relative_min_score=CANDIDATE_RELATIVE_MIN_SCORE, amp=self.amp,
+                             stats=stats, shape_check=False)
 
     def relative_scores(self, picks):
         """Each pick's score as a fraction of a fully segmented ball of its class."""

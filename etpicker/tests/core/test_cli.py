@@ -9,7 +9,6 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
-import torch
 from scipy.spatial import cKDTree
 
 from etpicker.core import io, model_folder
@@ -151,6 +150,15 @@ def test_pick_profile_says_where_each_tomograms_time_went(tomogram, tmp_path, ca
     assert float(steps["network"]) > 0
 
 
+def test_a_coordconv_model_picks_with_tiles_of_its_patch_only(tomogram, tmp_path, capsys):
+    model = _random_model(tmp_path / "model")  # CoordConv, patch 16
+    assert main(["pick", "--model", str(model), "--tomos", str(tomogram[0]), "--out", str(tmp_path / "picks"),
+                 "--device", "cpu", "--tile", "32"]) == 2
+    assert "CoordConv" in capsys.readouterr().err
+    assert main(["pick", "--model", str(model), "--tomos", str(tomogram[0]), "--out", str(tmp_path / "picks"),
+                 "--device", "cpu", "--tile", "16"]) == 0
+
+
 def test_pick_warns_when_a_header_voxel_size_is_not_the_models(tomogram, tmp_path, capsys):
     model = _random_model(tmp_path / "model")  # 10 Å/voxel
     volume = np.asarray(io.open_tomogram(tomogram[0]).data)
@@ -266,10 +274,26 @@ def test_simulate_train_pick_evaluate_without_scipion(tmp_path):
     assert result.returncode == 0, result.stderr
     (tmp_path / "truth").mkdir()
     (tmp_path / "truth" / "tomo_001.csv").write_text((data / "tomo_001.csv").read_text())
-    result = run_cli("evaluate", "--pred", picks, "--gt", tmp_path / "truth")
+
+    def f1_of(folder):
+        result = run_cli("evaluate", "--pred", folder, "--gt", tmp_path / "truth")
+        assert result.returncode == 0, result.stderr
+        return float(result.stdout.strip().splitlines()[-1].removeprefix("F1="))
+
+    f1 = f1_of(picks)
+    assert f1 >= 0.8, f1
+    # Without CoordConv (the default) picking segments tiles larger than the training patch,
+    # normalised over patch-sized cells. Patch-sized tiles pick mostly the same particles
+    # about as accurately (measured: F1 0.872 large, 0.891 patch-sized; 82 % of the picks
+    # within the matching distance of one of the other's).
+    assert not model_folder.read_config(model)["coordconv"]
+    result = run_cli("pick", "--model", model, "--tomos", data / "tomo_001.mrc", "--out", tmp_path / "patch_tiles",
+                     "--device", "cpu", "--tile", 32, *E2E_PICK)
     assert result.returncode == 0, result.stderr
-    f1 = float(result.stdout.strip().splitlines()[-1].removeprefix("F1="))
-    assert f1 >= 0.8, result.stdout
+    assert abs(f1_of(tmp_path / "patch_tiles") - f1) <= 0.05
+    distance, _ = cKDTree(io.read_coords(tmp_path / "patch_tiles" / "tomo_001.csv").xyz).query(
+        io.read_coords(picks / "tomo_001.csv").xyz)
+    assert (distance <= 2.75).mean() >= 0.75  # the evaluation's matching distance
     # validation (a held-out block of the training tomogram) scored real picks to choose on
     with open(model / "history.csv") as handle:
         assert max(float(row["val_f1"]) for row in csv.DictReader(handle)) >= 0.5

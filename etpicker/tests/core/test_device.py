@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -26,3 +29,27 @@ def test_mixed_precision_only_where_it_pays_and_never_when_off():
         assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
     with autocast(cpu, None):
         assert layer(torch.ones(1, 4)).dtype == torch.float32
+
+
+FAULTS_OF_A_SECOND_TENSOR = """import resource, sys, torch
+from etpicker.core.device import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, freed at once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(64 * 1024 * 1024 // 4)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_freed_tensor_memory_is_reused_without_faulting_its_pages_in_again():
+    def faults(mode):
+        done = subprocess.run([sys.executable, "-c", FAULTS_OF_A_SECOND_TENSOR, mode], capture_output=True, text=True,
+                              check=True)
+        applied, count = done.stdout.split()
+        return applied == "True", int(count)
+
+    _, plain = faults("plain")
+    applied, kept = faults("keep")
+    assert plain >= 10_000  # 64 MB of 4 kB pages
+    assert applied and kept < plain / 20

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from etpicker.core.model import ResUNet3D, coordinate_channels
+from etpicker.core.model import PatchNorm, ResUNet3D, coordinate_channels
 
 torch.set_num_threads(1)
 
@@ -50,3 +50,33 @@ def test_mixed_precision_forward_works():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(torch.randn(1, 1, 16, 16, 16))
     assert logits.shape == (1, 3, 16, 16, 16) and torch.isfinite(logits.float()).all()
+
+
+def test_an_input_of_the_patch_size_is_normalised_over_all_of_it_as_in_training():
+    torch.manual_seed(0)
+    model = ResUNet3D(2, widths=(4, 8, 8, 8), coordconv=False).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        plain = model(x)
+        assert torch.equal(model.normalise_like(16)(x), plain)
+
+
+def test_a_larger_input_is_normalised_over_patch_sized_cells():
+    # Two cells along x with their own contrast: near each cell's centre the voxels are
+    # normalised by that cell's statistics, as a patch there would be, not by the tile's.
+    torch.manual_seed(1)
+    norm = PatchNorm(3, level=1)
+    norm.cell = 10.0  # a 20-voxel patch, halved once
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.uniform_(-1, 1)
+    x = torch.randn(1, 3, 10, 10, 20)
+    x[..., 10:] = 5 * x[..., 10:] + 3
+    with torch.no_grad():
+        tile = norm(x)
+        for cell in (slice(0, 10), slice(10, 20)):
+            alone = torch.nn.functional.instance_norm(x[..., cell], weight=norm.weight, bias=norm.bias, eps=norm.eps)
+            inner = slice(0, 5) if cell.start == 0 else slice(5, 10)  # on the cell's side of its centre
+            torch.testing.assert_close(tile[..., cell][..., inner], alone[..., inner], atol=1e-4, rtol=1e-4)
+        whole = torch.nn.functional.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+        assert (tile[..., :5] - whole[..., :5]).abs().mean() > 0.1  # what the tile's statistics would give
