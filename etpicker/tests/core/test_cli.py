@@ -264,7 +264,7 @@ def test_simulate_train_pick_evaluate_without_scipion(tmp_path):
     (tmp_path / "clicks").mkdir()
     io.write_coords(tmp_path / "clicks" / "tomo_000.csv", io.Coords(["particle"] * len(truth), truth.xyz))
     result = run_cli("train", "--tomos", data / "tomo_000.mrc", "--coords", tmp_path / "clicks" / "tomo_000.csv",
-                     "--out", model, "--device", "cpu", *E2E_TRAIN)
+                     "--out", model, "--device", "cpu", "--no-coordconv", *E2E_TRAIN)
     assert result.returncode == 0, result.stderr
     assert re.search(r"^epoch 1/\d+ loss [\d.]+ .*val_f1 [\d.]+ min_scores [\d./]+ \([\d.]+ s\)$", result.stdout, re.MULTILINE)
     # the shape check was fitted on the training picks and judged on validation
@@ -282,7 +282,7 @@ def test_simulate_train_pick_evaluate_without_scipion(tmp_path):
 
     f1 = f1_of(picks)
     assert f1 >= 0.8, f1
-    # Without CoordConv (the default) picking segments tiles larger than the training patch,
+    # Without CoordConv (--no-coordconv) picking segments tiles larger than the training patch,
     # normalised over patch-sized cells. Patch-sized tiles pick mostly the same particles
     # about as accurately (measured: F1 0.872 large, 0.891 patch-sized; 82 % of the picks
     # within the matching distance of one of the other's).
