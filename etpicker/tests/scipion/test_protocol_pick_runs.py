@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import time
 
 import numpy as np
@@ -94,9 +95,15 @@ def picked_tomograms(prot):
     if not os.path.exists(path):
         return set(), None
     coords = SetOfCoordinates3D(filename=path)
-    coords.loadAllProperties()
-    found, isOpen = set(coords.getTSIds()), coords.isStreamOpen()
-    coords.close()
+    try:
+        coords.loadAllProperties()
+        found, isOpen = set(coords.getTSIds()), coords.isStreamOpen()
+    except sqlite3.OperationalError:
+        # The run has created the file but not yet its tables (Scipion's own readers wait
+        # for the output to be registered); read again on the next poll.
+        return set(), None
+    finally:
+        coords.close()
     return found, isOpen
 
 
