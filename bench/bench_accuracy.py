@@ -10,6 +10,12 @@ tells look-alike proteins from empty space, gold or membranes as the source of f
 Usage:
     python bench/bench_accuracy.py [--out bench_output/accuracy] [--max-minutes 15]
         [--snr 0.1 0.05] [--train-args "--diameter 9"] [--skip-dog]
+        [--annotated-fraction 0.3 --annotations complete partial]
+
+--annotated-fraction F keeps a random F of each training (and validation) tomogram's
+particles in the coordinates `train` gets, the rest present but unannotated; the test
+tomograms stay fully annotated. --annotations trains once per mode given (`train
+--annotations`), same data, seed and budget, one table row each.
 """
 
 import argparse
@@ -33,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for
 import realistic  # noqa: E402  (same folder)
 from etpicker.core import io, metrics, model_folder  # noqa: E402
 from etpicker.core.normalise import robust_stats  # noqa: E402
+from etpicker.core.settings import ANNOTATION_MODES  # noqa: E402
 from etpicker.core.tiling import model_tiling, tile_origins  # noqa: E402
 
 
@@ -231,6 +238,22 @@ def report_tile_positions(pred_dir, test, model_dir, tolerances, log, bins=3):
             f"{tp / max(tp + fp, 1):.2f}, recall {tp / max(tp + fn, 1):.2f}")
 
 
+def annotated_subset(files, fraction, folder, seed):
+    """(mrc, csv) pairs whose CSVs, written to `folder`, keep a random `fraction` of each
+    tomogram's particles (at least one), as a user who annotates only some of them."""
+    if fraction >= 1:
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    kept = []
+    for mrc, csv_path in files:
+        truth = io.read_coords(csv_path)
+        chosen = np.sort(rng.permutation(len(truth))[:max(1, int(round(fraction * len(truth))))])
+        io.write_coords(folder / csv_path.name, truth.subset(np.isin(np.arange(len(truth)), chosen)))
+        kept.append((mrc, folder / csv_path.name))
+    return kept
+
+
 def summarise(result, classes):
     per_class = [result["classes"].get(name, {}).get("f1", 0.0) for name in classes]
     return per_class, float(np.mean(per_class)), result[metrics.ALL]["f1"]
@@ -262,6 +285,11 @@ def main(argv=None):
     parser.add_argument("--pick-args", default="", help="extra options for `pick`")
     parser.add_argument("--skip-dog", action="store_true", help="skip the DoG baseline")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--annotated-fraction", type=float, default=1.0,
+                        help="fraction of each training and validation tomogram's particles annotated, chosen at "
+                             "random (default 1: all); test tomograms are always fully annotated")
+    parser.add_argument("--annotations", nargs="+", default=["complete"], choices=ANNOTATION_MODES,
+                        help="train --annotations mode(s), each trained and scored on the same data")
     args = parser.parse_args(argv)
 
     def log(message, **_):
@@ -298,26 +326,39 @@ def main(argv=None):
         gt_dir = gt_folder(test, run_dir / "gt_test")
         log(f"\n== SNR {snr:g}: train {len(train)}, validate {len(val)}, test {len(test)} ==")
 
-        model_dir = run_dir / "model"
-        shutil.rmtree(model_dir, ignore_errors=True)
-        train_started = time.time()
-        core("train", "--tomos", *[m for m, _ in train], "--coords", *[c for _, c in train],
-             *(["--val-tomos", *[m for m, _ in val], "--val-coords", *[c for _, c in val]]
-               if val else []),
-             "--out", model_dir, "--max-minutes", args.max_minutes, "--seed", args.seed,
-             "--device", args.device, "--particle-diameter", ",".join(f"{d:.2f}" for d in diameters),
-             *shlex.split(args.train_args), log=log)
-        train_minutes = (time.time() - train_started) / 60
-        pick_started = time.time()
-        core("pick", "--model", model_dir, "--tomos", *[m for m, _ in test],
-             "--out", run_dir / "pred", "--device", args.device, *shlex.split(args.pick_args),
-             log=log)
-        pick_seconds = time.time() - pick_started
-        result = evaluate(run_dir / "pred", gt_dir, diameters, run_dir / "etpicker.json", log)
-        report_sources(run_dir / "pred", test, classes, sizes, log)
-        report_tile_positions(run_dir / "pred", test, model_dir, tolerances, log)
-        rows.append((snr, f"etpicker ({train_minutes:.1f} min train, {pick_seconds:.0f} s pick)",
-                     *summarise(result, classes)))
+        train = annotated_subset(train, args.annotated_fraction, run_dir / "annotated", args.seed)
+        val = annotated_subset(val, args.annotated_fraction, run_dir / "annotated_val", args.seed + 1)
+        if args.annotated_fraction < 1:
+            log(f"annotated: {sum(len(io.read_coords(c)) for _, c in train)} of the training tomograms' "
+                f"particles, {sum(len(io.read_coords(c)) for _, c in val)} of validation's")
+        for mode in args.annotations:
+            name = "" if args.annotations == ["complete"] else f"_{mode}"
+            model_dir, pred_dir = run_dir / f"model{name}", run_dir / f"pred{name}"
+            shutil.rmtree(model_dir, ignore_errors=True)
+            train_started, cpu_started = time.time(), os.times()
+            core("train", "--tomos", *[m for m, _ in train], "--coords", *[c for _, c in train],
+                 *(["--val-tomos", *[m for m, _ in val], "--val-coords", *[c for _, c in val]]
+                   if val else []),
+                 "--out", model_dir, "--max-minutes", args.max_minutes, "--seed", args.seed,
+                 "--device", args.device, "--particle-diameter", ",".join(f"{d:.2f}" for d in diameters),
+                 "--annotations", mode, *shlex.split(args.train_args), log=log)
+            train_minutes = (time.time() - train_started) / 60
+            cpu = os.times()
+            train_cpu = (cpu.children_user - cpu_started.children_user + cpu.children_system
+                         - cpu_started.children_system) / 60
+            pick_started = time.time()
+            core("pick", "--model", model_dir, "--tomos", *[m for m, _ in test],
+                 "--out", pred_dir, "--device", args.device, *shlex.split(args.pick_args),
+                 log=log)
+            pick_seconds = time.time() - pick_started
+            result = evaluate(pred_dir, gt_dir, diameters, run_dir / f"etpicker{name}.json", log)
+            report_sources(pred_dir, test, classes, sizes, log)
+            report_tile_positions(pred_dir, test, model_dir, tolerances, log)
+            overall = result[metrics.ALL]
+            label = f" --annotations {mode}" if name else ""
+            rows.append((snr, f"etpicker{label} ({train_minutes:.1f} min, {train_cpu:.1f} CPU min train, "
+                              f"{pick_seconds:.0f} s pick; P {overall['precision']:.2f} R {overall['recall']:.2f})",
+                         *summarise(result, classes)))
 
         if not args.skip_dog:
             dog = DogPicker(classes, diameters)
@@ -331,11 +372,15 @@ def main(argv=None):
     log(f"Accuracy on held-out realistic tomograms ({args.n_test} per SNR, "
         f"shape {tuple(args.shape)} at {args.voxel_size:g} Å/voxel, tolerance = particle radius / 2), "
         f"{(time.time() - started) / 60:.1f} min in all")
-    header = f"{'SNR':>5}  {'method':<42}" + "".join(f"{name:>8}" for name in classes) \
+    if args.annotated_fraction < 1:
+        log(f"{args.annotated_fraction:g} of each training and validation tomogram's particles annotated "
+            f"(seed {args.seed}); test tomograms fully annotated")
+    width = max([42] + [len(row[1]) + 1 for row in rows])
+    header = f"{'SNR':>5}  {'method':<{width}}" + "".join(f"{name:>8}" for name in classes) \
         + f"{'class-aware':>13}{'agnostic':>10}"
     log(header)
     for snr, method, per_class, mean_f1, agnostic_f1 in rows:
-        log(f"{snr:>5g}  {method:<42}" + "".join(f"{f:>8.3f}" for f in per_class)
+        log(f"{snr:>5g}  {method:<{width}}" + "".join(f"{f:>8.3f}" for f in per_class)
             + f"{mean_f1:>13.3f}{agnostic_f1:>10.3f}")
     log("targets: class-agnostic F1 >= 0.9, class-aware (mean per-class) F1 >= 0.85")
     return 0

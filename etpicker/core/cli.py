@@ -23,7 +23,8 @@ from .model_store import load_model
 from .pick import pick_tomogram, voxel_size_warning
 from .profile import Profile
 from .recipe import CPU_RECIPE, GPU_RECIPE, LABEL_PER_PARTICLE
-from .settings import AMP_MODES, DEFAULT_DIAMETER, MIN_VAL_PARTICLES, PickSettings, TrainSettings, check_voxel_size
+from .settings import (AMP_MODES, ANNOTATION_MODES, DEFAULT_DIAMETER, MIN_VAL_PARTICLES, PickSettings, TrainSettings,
+                       check_voxel_size)
 from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
 from .train import train
 from .train_data import class_order, expand_diameters
@@ -171,7 +172,13 @@ def _add_train(subparsers):
     parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
                         help="do not fit the per-class shape checks after training (a logistic model on the "
                              "density around each pick, kept for a class where it raised "
-                             "validation F1); assumes the annotations are complete")
+                             "validation F1)")
+    parser.add_argument("--annotations", choices=ANNOTATION_MODES, default=TRAIN_DEFAULTS["annotations"],
+                        help="complete: every particle of the classes in the training (and validation) tomograms "
+                             "is annotated, and the rest is background; partial: some are not (e.g. 30 of a "
+                             "tomogram's 120), so particles the network finds away from the annotations are not "
+                             "taught as background, and validation and the shape checks do not count them "
+                             "as false picks")
     _add_amp(parser)
     parser.add_argument("--no-coordconv", dest="coordconv", action="store_false",
                         help="leave out CoordConv's coordinate channels (relative to the patch): picking then "

@@ -15,15 +15,19 @@ def soft_target(class_ids, weight, n_channels):
     return target
 
 
-def soft_dice_loss(logits, target, smooth=1.0, summed=None):
+def soft_dice_loss(logits, target, smooth=1.0, summed=None, taught=None):
     """1 - mean over channels of the soft Dice coefficient, summed over the whole batch.
 
     Summing over the batch (not per patch) keeps a class absent from one patch from
     dominating the loss; `smooth` makes an absent class predicted absent score ~1.
     `summed` (distributed.Processes.summed): the batch's sums made those of every process's
-    batch, so that several processes learn as one would on all their patches."""
+    batch, so that several processes learn as one would on all their patches.
+    `taught` (B x ..., or None for all ones): each voxel's weight in the loss; 0 leaves a
+    voxel out, as if it were not in the patch (partial annotations: core/partial.py)."""
     probability = logits.float().softmax(dim=1)
     target = target.float()
+    if taught is not None:
+        probability, target = probability * taught.unsqueeze(1), target * taught.unsqueeze(1)
     dims = [0] + list(range(2, logits.dim()))
     overlap = (probability * target).sum(dim=dims)
     total = probability.sum(dim=dims) + target.sum(dim=dims)
@@ -33,11 +37,16 @@ def soft_dice_loss(logits, target, smooth=1.0, summed=None):
     return 1.0 - dice.mean()
 
 
-def dice_ce_loss(logits, target, ce_weight=0.0, summed=None):
-    """Soft Dice (`summed`: see soft_dice_loss), plus `ce_weight` times cross-entropy against
-    the (soft) target."""
-    loss = soft_dice_loss(logits, target, summed=summed)
+def dice_ce_loss(logits, target, ce_weight=0.0, summed=None, taught=None):
+    """Soft Dice (`summed`, `taught`: see soft_dice_loss), plus `ce_weight` times
+    cross-entropy against the (soft) target, averaged over the taught voxels."""
+    loss = soft_dice_loss(logits, target, summed=summed, taught=taught)
     if ce_weight:
         log_probability = logits.float().log_softmax(dim=1)
-        loss = loss + ce_weight * -(target.float() * log_probability).sum(dim=1).mean()
+        cross_entropy = -(target.float() * log_probability).sum(dim=1)
+        if taught is None:
+            cross_entropy = cross_entropy.mean()
+        else:
+            cross_entropy = (cross_entropy * taught).sum() / taught.sum().clamp(min=1.0)
+        loss = loss + ce_weight * cross_entropy
     return loss

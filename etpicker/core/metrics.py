@@ -134,11 +134,16 @@ def sweep(pairs, thresholds, tolerance):
                           tolerance) for threshold in thresholds]
 
 
-def best_min_scores(picks, classes, tolerance, choices, default=DEFAULT_RELATIVE_MIN_SCORE):
+def f1_of(tp, fp, fn):
+    return scores(tp, fp, fn)["f1"]
+
+
+def best_min_scores(picks, classes, tolerance, choices, default=DEFAULT_RELATIVE_MIN_SCORE, objective=f1_of):
     """(precision, recall, F1, {class: threshold}): for each class the threshold of `choices`
     giving its best F1 over all `picks` ((predicted Coords, their relative scores, true
     Coords) per region), and the micro-averaged scores at those thresholds. A class with
-    nothing to choose on (F1 0 everywhere) gets the choice nearest `default`.
+    nothing to choose on (F1 0 everywhere) gets the choice nearest `default`. `objective`
+    (tp, fp, fn) -> score replaces F1, in the choice and the third value returned.
 
     Per class, because how fully the network segments a particle, hence its score relative
     to a whole ball, differs between classes."""
@@ -148,7 +153,7 @@ def best_min_scores(picks, classes, tolerance, choices, default=DEFAULT_RELATIVE
         mine = [(predicted.subset(predicted.names == name), relative[predicted.names == name],
                  truth.subset(truth.names == name)) for predicted, relative, truth in picks]
         results = [counts[ALL] for counts in sweep(mine, choices, tolerance)]
-        f1 = [2 * t / max(1, 2 * t + p + n) for t, p, n in results]
+        f1 = [objective(t, p, n) if t else 0.0 for t, p, n in results]
         if max(f1) == 0:
             best = int(np.argmin(np.abs(np.asarray(choices) - default)))
         else:  # of equally good thresholds the middle one: the F1 plateau is noisy at its ends
@@ -157,7 +162,7 @@ def best_min_scores(picks, classes, tolerance, choices, default=DEFAULT_RELATIVE
         thresholds[name] = float(choices[best])
         tp, fp, fn = tp + results[best][0], fp + results[best][1], fn + results[best][2]
     micro = scores(tp, fp, fn)
-    return micro["precision"], micro["recall"], micro["f1"], thresholds
+    return micro["precision"], micro["recall"], objective(tp, fp, fn), thresholds
 
 
 def threshold_curve(pairs, tolerance, n_thresholds=40):

@@ -15,6 +15,8 @@ MIN_PATCH = 16
 N_WIDTHS = 4  # network levels
 DEFAULT_WIDTHS = (24, 48, 72, 108)  # the reference's
 AMP_MODES = ("auto", "off")  # automatic mixed precision
+# complete: every particle of the classes is annotated; partial: some are not (core/partial.py)
+ANNOTATION_MODES = ("complete", "partial")
 VOXEL_SIZE_TOLERANCE = 0.01  # relative difference below which two voxel sizes are the same
 DEFAULT_DIAMETER = 9  # weak-label diameter (voxels) when none is given
 # Scores grow with blob volume but their scale depends on the diameter (pooling passes), so
@@ -131,8 +133,11 @@ class TrainSettings(_Settings):
     # patch-sized tiles; without them it picks larger ones, about 3x faster, but the demo's
     # F1 fell from 0.998 to 0.748 that way (bench/README.md), so it stays on by default.
     coordconv: bool = True
+    annotations: str = "complete"
 
     def __post_init__(self):
+        if self.annotations not in ANNOTATION_MODES:
+            raise InputError(f"unknown annotations {self.annotations!r}; choose {' or '.join(ANNOTATION_MODES)}")
         if self.label_type not in LABEL_TYPES:
             raise InputError(f"unknown label type {self.label_type!r}; choose one of {', '.join(LABEL_TYPES)}")
         if self.patch is not None:

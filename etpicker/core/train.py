@@ -7,6 +7,7 @@ be resumed. On several processes (distributed.py) the main one alone does all of
 logs; the others train their share of each epoch and follow its decision to stop.
 """
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from .budget import Pace, TimeBudget, seconds_per_batch, shapes_of
 from .device import autocast_dtype, dtype_name
 from .distributed import SINGLE
 from .errors import InputError
+from .metrics import f1_of
 from .model import build_model
 from .model_folder import (CHECKPOINT_NAME, FORMAT, HISTORY_NAME, WEIGHTS_NAME, epoch_rank, kept_epoch,
                            write_config, write_history)
 from .model_store import load_checkpoint, load_model, load_weights, save_checkpoint, save_weights
+from .partial import PARTIAL, annotated_score, partial_targets, validation_note
 from .sampling import PatchSampler, patch_origin
 from .settings import DEFAULT_RELATIVE_MIN_SCORE, MIN_VAL_PARTICLES, TrainSettings
 from .train_data import (class_order, common_voxel_size, expand_diameters, pair_by_stem, per_class, prepare_data,
@@ -37,7 +40,7 @@ BACKGROUND_FRACTION = 0.15
 MAX_VAL_PATCHES = 64
 # Settings a resumed run must share with the run that wrote the checkpoint.
 RESUME_KEYS = ("classes", "diameters", "label_type", "voxel_size", "patch", "pad", "widths", "epochs", "batch",
-               "lr", "val_fraction", "ce_weight")
+               "lr", "val_fraction", "ce_weight", "annotations")
 
 
 def _model_config(settings, classes, diameters, voxel_size, pairs, held_out, init_model):
@@ -138,11 +141,12 @@ class _Validation:
     amp_dtype: object
     n_channels: int
     train_voxels: int
+    relabel: object = None  # partial annotations' targets, as in training
 
     def __call__(self, time_budget):
         picker, started = self.picker, time.monotonic()
         val_loss = validation_loss(picker.model, self.sampler, self.plan, picker.batch, picker.device, self.amp_dtype,
-                                   self.n_channels)
+                                   self.n_channels, self.relabel)
         picking_started, features = time.monotonic(), 0.0
         if self.scores_particles:
             candidates = validation_candidates(picker, self.sets)
@@ -205,7 +209,10 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         model = build_model(config).to(device)
 
     patch, pad, batch = settings.patch, settings.pad, settings.batch
-    picker = CandidatePicker(model, config, pad, batch, device, settings.amp)
+    partial = settings.annotations == PARTIAL
+    relabel = functools.partial(partial_targets, diameters=diameters) if partial else None
+    picker = CandidatePicker(model, config, pad, batch, device, settings.amp,
+                             objective=annotated_score if partial else f1_of)
     # particles closer to the held-out block's face than validation's matching distance are not scored
     sources, val_sources, val_sets = prepare_data(pairs, val_pairs, classes, settings.val_fraction, patch,
                                                   max(picker.tolerances.values()))
@@ -244,7 +251,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     fits_checks = settings.shape_check and scores_particles
     validate = _Validation(picker, PatchSampler(val_sources, diameters, settings.label_type, patch, 0.0), val_plan,
                            val_sets, scores_particles, fits_checks, amp_dtype, len(classes) + 1,
-                           sum(int(np.prod(source.limit_zyx)) for source in sources))
+                           sum(int(np.prod(source.limit_zyx)) for source in sources), relabel)
     if time_budget.budget is not None and processes.is_main:  # validation and the checks are held back
         time_budget.estimate(seconds_per_batch(model, patch, batch, device, amp_dtype), batch, config, pad, device,
                              [val.tomogram.data.shape for val in val_sets] if scores_particles else [],
@@ -254,6 +261,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         log(f"training on {n_particles} particles ({', '.join(classes)}) + {sampler.n_background} background "
             f"patches per epoch, validating on {len(val_sets)} region(s), device {device} "
             f"({dtype_name(amp_dtype)} network)")
+        if partial:
+            log(validation_note(settings.annotations))
     epochs_done, stopped_by_budget = first_epoch, False
     for epoch in range(first_epoch, epochs):
         epoch_started = time.monotonic()
@@ -263,14 +272,15 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         train_loss = train_epoch(optimisation, sampler, [plan[i] for i in mine],
                                  augmentation_streams(settings.seed, epoch, mine), processes.batch(batch),
                                  augmentation, device, amp_dtype, len(classes) + 1, settings.ce_weight, pace,
-                                 processes, f"epoch {epoch + 1}/{epochs}")
+                                 processes, f"epoch {epoch + 1}/{epochs}", relabel)
         epochs_done, stop = epoch + 1, False
         if processes.is_main:
             row = {"epoch": epoch + 1, "train_loss": train_loss, **validate(time_budget)}
             row["seconds"] = time.monotonic() - epoch_started
             history.append(row)
             best = _record(out, row, best, history, model, config, optimisation)
-            log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} val_f1 {row['val_f1']:.3f} min_scores "
+            log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} {'val_score' if partial else 'val_f1'} "
+                f"{row['val_f1']:.3f} min_scores "
                 f"{'/'.join(f'{value:.2f}' for value in row['val_min_scores'].values())} ({row['seconds']:.1f} s)")
             # Epochs are cut at the deadline, so the budget is spent on training, not guessed.
             stop = epoch + 1 < epochs and time_budget.exhausted()
@@ -284,7 +294,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     kept_number = kept_epoch(config, history)  # a checkpoint from before kept_epoch was stored: the same rule
     kept = next((row for row in history if row["epoch"] == kept_number), None)
     if kept:
-        log(f"best val_f1 {kept['val_f1']:.3f} at epoch {kept['epoch']}; model in {out}")
+        log(f"best {'val_score' if partial else 'val_f1'} {kept['val_f1']:.3f} at epoch {kept['epoch']}; "
+            f"model in {out}")
     check_f1s = {}
     if fits_checks and kept:
         load_weights(model, out, device).eval()

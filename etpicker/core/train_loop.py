@@ -82,12 +82,13 @@ def _augmented(augmentation, image, label, streams):
 
 
 def train_epoch(optimisation, sampler, plan, streams, batch, augmentation, device, amp_dtype, n_channels,
-                ce_weight, pace=None, processes=SINGLE, description="training"):
+                ce_weight, pace=None, processes=SINGLE, description="training", relabel=None):
     """One pass over this process's plan (`batch` patches a step, each augmented with its
     stream of `streams`), or until the time is spent (`pace`, budget.Pace): on a slow CPU a
     single epoch can outlast the whole time budget. Every process takes the same number of
     steps and stops at the same one; the loss returned is the mean over all processes'
-    patches. Only the main process reports progress."""
+    patches. Only the main process reports progress. `relabel` (logits, class ids) -> (class
+    ids, taught weight): partial annotations' targets (partial.partial_targets)."""
     network, optimizer, scheduler, scaler = (optimisation.network, optimisation.optimizer, optimisation.scheduler,
                                              optimisation.scaler)
     network.train()
@@ -100,10 +101,14 @@ def train_epoch(optimisation, sampler, plan, streams, batch, augmentation, devic
             break
         image, label = _augmented(augmentation, image.to(device), label.to(device),
                                   streams[step * batch:(step + 1) * batch])
-        target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
+        class_ids, taught = label[:, 0].round().long(), None
         with autocast(device, amp_dtype):
             logits = network(image)
-        loss = dice_ce_loss(logits, target, ce_weight, processes.summed)  # Dice over every process's patches
+        if relabel is not None:
+            class_ids, taught = relabel(logits, class_ids)
+        target = soft_target(class_ids, label[:, 1], n_channels)
+        # Dice over every process's patches
+        loss = dice_ce_loss(logits, target, ce_weight, processes.summed, taught)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -123,7 +128,7 @@ def train_epoch(optimisation, sampler, plan, streams, batch, augmentation, devic
     return total / max(count, 1)
 
 
-def validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels):
+def validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels, relabel=None):
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -131,8 +136,11 @@ def validation_loss(model, sampler, plan, batch, device, amp_dtype, n_channels):
             image, label = image.to(device), label.to(device)
             with autocast(device, amp_dtype):
                 logits = model(image)
-            target = soft_target(label[:, 0].round().long(), label[:, 1], n_channels)
-            total += dice_ce_loss(logits, target).item() * len(image)
+            class_ids, taught = label[:, 0].round().long(), None
+            if relabel is not None:
+                class_ids, taught = relabel(logits, class_ids)
+            target = soft_target(class_ids, label[:, 1], n_channels)
+            total += dice_ce_loss(logits, target, taught=taught).item() * len(image)
             count += len(image)
     return total / count
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .io import Coords
-from .metrics import best_min_scores, matched, tolerances
+from .metrics import best_min_scores, f1_of, matched, tolerances
 from .pick import pick_tomogram
 from .postprocess import ideal_score
 from .progress import tracked
@@ -32,6 +32,8 @@ class CandidatePicker:
     device: object
     amp: str
     tile: int = None  # None: picking's automatic tiling
+    # (tp, fp, fn) -> the score validation maximises: F1, or with partial annotations partial.annotated_score
+    objective: object = f1_of
 
     def __call__(self, tomogram, stats=None):
         return pick_tomogram(self.model, self.config, tomogram, pad=self.pad, tile=self.tile, batch=self.batch,
@@ -65,7 +67,8 @@ def validation_scores(picker, candidates):
     """Class-aware precision, recall, F1 of the validation candidates (validation_candidates),
     micro-averaged, at each class's relative score threshold (also returned) that is best there."""
     picks = [(predicted, picker.relative_scores(predicted), val.scored_truth) for predicted, val in candidates]
-    return best_min_scores(picks, picker.config["classes"], picker.tolerances, MIN_SCORE_CHOICES)
+    return best_min_scores(picks, picker.config["classes"], picker.tolerances, MIN_SCORE_CHOICES,
+                           objective=picker.objective)
 
 
 def feature_seconds(picker, candidates, sample=FEATURE_SAMPLE):
@@ -127,12 +130,14 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print):
         probability.append((predicted, chance, val.scored_truth))
     kept_checks, f1s = {}, {}
     for name, check in checks.items():
-        without = best_min_scores(relative, [name], tolerance, MIN_SCORE_CHOICES)[2]
-        _, _, with_check, threshold = best_min_scores(probability, [name], tolerance, THRESHOLD_CHOICES)
+        without = best_min_scores(relative, [name], tolerance, MIN_SCORE_CHOICES, objective=picker.objective)[2]
+        _, _, with_check, threshold = best_min_scores(probability, [name], tolerance, THRESHOLD_CHOICES,
+                                                      objective=picker.objective)
         f1s[name] = (without, with_check)
         if with_check > without:
             check.threshold = threshold[name]
             kept_checks[name] = check
-        log(f"shape check {name}: validation F1 {without:.3f} without, {with_check:.3f} with"
+        log(f"shape check {name}: validation {'F1' if picker.objective is f1_of else 'score'} {without:.3f} "
+            f"without, {with_check:.3f} with"
             + (f" (probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
     return kept_checks, f1s

@@ -40,6 +40,15 @@ class EtPickerProtTrain(EtPickerProtBase):
                       help="Particle centres; each set is one class, named after the set's "
                            "label (or the run that made it). Sets at another sampling rate "
                            "than the tomograms are scaled.")
+        form.addParam("allAnnotated", params.BooleanParam, default=DEFAULTS["annotations"] == "complete",
+                      label="Are all particles annotated?",
+                      help="Yes: every particle of these classes in the training (and validation) "
+                           "tomograms is annotated, so everything else is taught as background. No: "
+                           "only some are (e.g. 30 of a tomogram's 120 ribosomes); particles the network "
+                           "finds away from the annotations are then not taught as background, and "
+                           "validation and the shape checks do not count them as false picks. Answer "
+                           "No whenever you left particles unclicked: taught as background, they cost "
+                           "most of the recall.")
         form.addParam("valTomograms", params.PointerParam, pointerClass="SetOfTomograms",
                       allowsNull=True, label="Validation tomograms (optional)",
                       help="Tomograms held out to choose the best epoch, and each class's "
@@ -98,8 +107,9 @@ class EtPickerProtTrain(EtPickerProtBase):
                            "around the network's picks (radial profile, and how it is arranged on each "
                            "shell) in the training tomograms, to reject "
                            "other macromolecules of the class's size; a class keeps it only where it "
-                           "raised validation F1. Assumes every particle of the classes is annotated "
-                           "in the training tomograms. Takes about one picking of each training "
+                           "raised validation F1. With partial annotations it is fitted on annotated "
+                           "against unannotated picks, and kept by validation's score for partial "
+                           "annotations. Takes about one picking of each training "
                            "tomogram, counted in the time budget.")
         form.addParam("widths", params.StringParam, default="",
                       expertLevel=params.LEVEL_ADVANCED, label="Network widths",
@@ -155,6 +165,7 @@ class EtPickerProtTrain(EtPickerProtBase):
             args.append("--init-model %s" % quote(self.initModel.get().getPath()))
         if not self.shapeCheck.get():
             args.append("--no-shape-check")
+        args.append("--annotations %s" % ("complete" if self.allAnnotated.get() else "partial"))
         # A checkpoint here means this step is being re-run by "Continue": a
         # restart wipes the run's folder first.
         if os.path.exists(os.path.join(self._modelDir(), model_folder.CHECKPOINT_NAME)):

@@ -143,6 +143,19 @@ class TestEtPickerValidation(BaseTest):
         csvs = [os.path.basename(p) for p in prot._inputFiles("train", "coords", ".csv")]
         self.assertEqual((tomos, csvs), (["tomo_a.mrc"], ["tomo_a.csv"]))
 
+    def test_the_annotations_question_reaches_the_core_command(self):
+        commands = {}
+        for answer in (True, False):
+            prot = self._train(self.many, diameters="90", allAnnotated=answer)
+            self.proj.saveProtocol(prot)
+            prot.makePathsAndClean()
+            prot.convertInputStep()
+            prot._runCore = lambda subcommand, *args: commands.setdefault(answer, " ".join(args))
+            prot.trainStep()
+        self.assertIn("--annotations complete", commands[True])
+        self.assertIn("--annotations partial", commands[False])
+        self.assertTrue(EtPickerProtTrain().allAnnotated.get())  # the core's default: complete
+
     def test_voxel_size_mismatch_says_to_rescale_or_retrain(self):
         errors = self._pick(self.tomos20, self.modelRun).validate()
         self.assertEqual(len(errors), 1, errors)
