@@ -39,13 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for
 import realistic  # noqa: E402  (same folder)
 from etpicker.core import io, metrics, model_folder  # noqa: E402
 from etpicker.core.normalise import robust_stats  # noqa: E402
+from etpicker.core.partial import PARTIAL, RULES  # noqa: E402
 from etpicker.core.settings import ANNOTATION_MODES  # noqa: E402
 from etpicker.core.tiling import model_tiling, tile_origins  # noqa: E402
 
 
-def core(*args, log):
-    """Runs `python -m etpicker.core ARGS`, echoing its progress lines; fails loudly."""
+def core(*args, log, partial_rule=None):
+    """Runs `python -m etpicker.core ARGS`, echoing its progress lines; fails loudly.
+    `partial_rule`: through bench/partial_rule.py, with that rule for partial annotations."""
     command = [sys.executable, "-m", "etpicker.core", *map(str, args)]
+    if partial_rule:
+        command[1:3] = [str(Path(__file__).with_name("partial_rule.py")), partial_rule]
     log("$ " + " ".join(shlex.quote(part) for part in command))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, cwd=Path(__file__).resolve().parents[1])
@@ -288,8 +292,10 @@ def main(argv=None):
     parser.add_argument("--annotated-fraction", type=float, default=1.0,
                         help="fraction of each training and validation tomogram's particles annotated, chosen at "
                              "random (default 1: all); test tomograms are always fully annotated")
-    parser.add_argument("--annotations", nargs="+", default=["complete"], choices=ANNOTATION_MODES,
-                        help="train --annotations mode(s), each trained and scored on the same data")
+    parser.add_argument("--annotations", nargs="+", default=["complete"],
+                        choices=ANNOTATION_MODES + tuple(f"{PARTIAL}:{rule}" for rule in RULES),
+                        help="train --annotations mode(s), each trained and scored on the same data; "
+                             "partial:RULE trains partial with another of core/partial.py's rules")
     args = parser.parse_args(argv)
 
     def log(message, **_):
@@ -331,8 +337,9 @@ def main(argv=None):
         if args.annotated_fraction < 1:
             log(f"annotated: {sum(len(io.read_coords(c)) for _, c in train)} of the training tomograms' "
                 f"particles, {sum(len(io.read_coords(c)) for _, c in val)} of validation's")
-        for mode in args.annotations:
-            name = "" if args.annotations == ["complete"] else f"_{mode}"
+        for variant in args.annotations:
+            mode, _, rule = variant.partition(":")
+            name = "" if args.annotations == ["complete"] else f"_{variant.replace(':', '_')}"
             model_dir, pred_dir = run_dir / f"model{name}", run_dir / f"pred{name}"
             shutil.rmtree(model_dir, ignore_errors=True)
             train_started, cpu_started = time.time(), os.times()
@@ -341,7 +348,7 @@ def main(argv=None):
                    if val else []),
                  "--out", model_dir, "--max-minutes", args.max_minutes, "--seed", args.seed,
                  "--device", args.device, "--particle-diameter", ",".join(f"{d:.2f}" for d in diameters),
-                 "--annotations", mode, *shlex.split(args.train_args), log=log)
+                 "--annotations", mode, *shlex.split(args.train_args), log=log, partial_rule=rule)
             train_minutes = (time.time() - train_started) / 60
             cpu = os.times()
             train_cpu = (cpu.children_user - cpu_started.children_user + cpu.children_system
@@ -355,7 +362,7 @@ def main(argv=None):
             report_sources(pred_dir, test, classes, sizes, log)
             report_tile_positions(pred_dir, test, model_dir, tolerances, log)
             overall = result[metrics.ALL]
-            label = f" --annotations {mode}" if name else ""
+            label = f" --annotations {mode}" + (f" (rule {rule})" if rule else "") if name else ""
             rows.append((snr, f"etpicker{label} ({train_minutes:.1f} min, {train_cpu:.1f} CPU min train, "
                               f"{pick_seconds:.0f} s pick; P {overall['precision']:.2f} R {overall['recall']:.2f})",
                          *summarise(result, classes)))

@@ -135,10 +135,11 @@ def sweep(pairs, thresholds, tolerance):
 
 
 def f1_of(tp, fp, fn):
-    return scores(tp, fp, fn)["f1"]
+    """F1 from counts (0 where nothing matched)."""
+    return 2 * tp / max(1, 2 * tp + fp + fn)
 
 
-def best_min_scores(picks, classes, tolerance, choices, default=DEFAULT_RELATIVE_MIN_SCORE, objective=f1_of):
+def best_min_scores(picks, classes, tolerance, choices, default=DEFAULT_RELATIVE_MIN_SCORE, objective=None):
     """(precision, recall, F1, {class: threshold}): for each class the threshold of `choices`
     giving its best F1 over all `picks` ((predicted Coords, their relative scores, true
     Coords) per region), and the micro-averaged scores at those thresholds. A class with
@@ -153,7 +154,7 @@ def best_min_scores(picks, classes, tolerance, choices, default=DEFAULT_RELATIVE
         mine = [(predicted.subset(predicted.names == name), relative[predicted.names == name],
                  truth.subset(truth.names == name)) for predicted, relative, truth in picks]
         results = [counts[ALL] for counts in sweep(mine, choices, tolerance)]
-        f1 = [objective(t, p, n) if t else 0.0 for t, p, n in results]
+        f1 = [(objective or f1_of)(t, p, n) if t else 0.0 for t, p, n in results]
         if max(f1) == 0:
             best = int(np.argmin(np.abs(np.asarray(choices) - default)))
         else:  # of equally good thresholds the middle one: the F1 plateau is noisy at its ends
@@ -162,7 +163,8 @@ def best_min_scores(picks, classes, tolerance, choices, default=DEFAULT_RELATIVE
         thresholds[name] = float(choices[best])
         tp, fp, fn = tp + results[best][0], fp + results[best][1], fn + results[best][2]
     micro = scores(tp, fp, fn)
-    return micro["precision"], micro["recall"], objective(tp, fp, fn), thresholds
+    score = micro["f1"] if objective is None else objective(tp, fp, fn)
+    return micro["precision"], micro["recall"], score, thresholds
 
 
 def threshold_curve(pairs, tolerance, n_thresholds=40):

@@ -22,7 +22,6 @@ from .budget import Pace, TimeBudget, seconds_per_batch, shapes_of
 from .device import autocast_dtype, dtype_name
 from .distributed import SINGLE
 from .errors import InputError
-from .metrics import f1_of
 from .model import build_model
 from .model_folder import (CHECKPOINT_NAME, FORMAT, HISTORY_NAME, WEIGHTS_NAME, epoch_rank, kept_epoch,
                            write_config, write_history)
@@ -212,7 +211,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     partial = settings.annotations == PARTIAL
     relabel = functools.partial(partial_targets, diameters=diameters) if partial else None
     picker = CandidatePicker(model, config, pad, batch, device, settings.amp,
-                             objective=annotated_score if partial else f1_of)
+                             objective=annotated_score if partial else None)
     # particles closer to the held-out block's face than validation's matching distance are not scored
     sources, val_sources, val_sets = prepare_data(pairs, val_pairs, classes, settings.val_fraction, patch,
                                                   max(picker.tolerances.values()))

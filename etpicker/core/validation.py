@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .io import Coords
-from .metrics import best_min_scores, f1_of, matched, tolerances
+from .metrics import best_min_scores, matched, tolerances
 from .pick import pick_tomogram
 from .postprocess import ideal_score
 from .progress import tracked
@@ -32,8 +32,8 @@ class CandidatePicker:
     device: object
     amp: str
     tile: int = None  # None: picking's automatic tiling
-    # (tp, fp, fn) -> the score validation maximises: F1, or with partial annotations partial.annotated_score
-    objective: object = f1_of
+    # (tp, fp, fn) -> the score validation maximises: None for F1, with partial annotations partial.annotated_score
+    objective: object = None
 
     def __call__(self, tomogram, stats=None):
         return pick_tomogram(self.model, self.config, tomogram, pad=self.pad, tile=self.tile, batch=self.batch,
@@ -137,7 +137,7 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print):
         if with_check > without:
             check.threshold = threshold[name]
             kept_checks[name] = check
-        log(f"shape check {name}: validation {'F1' if picker.objective is f1_of else 'score'} {without:.3f} "
+        log(f"shape check {name}: validation {'F1' if picker.objective is None else 'score'} {without:.3f} "
             f"without, {with_check:.3f} with"
             + (f" (probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
     return kept_checks, f1s
