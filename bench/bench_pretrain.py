@@ -6,8 +6,8 @@ random; the others stay in the tomograms, unannotated). For each objective, `pre
 from the training tomograms (no labels) within --pretrain-minutes, then `train --init-model`
 within --train-minutes; `train` from scratch gets the same labels, seed and training budget.
 Each model picks unseen, fully annotated tomograms; class-agnostic and per-class F1 are
-printed side by side. Validation (the kept epoch, the score thresholds) uses bench_accuracy's
-fully annotated validation tomogram, alike for every arm.
+printed side by side. Validation (the kept epoch, the score thresholds) picks a corner
+(--val-box) of bench_accuracy's fully annotated validation tomogram, alike for every arm.
 
 Usage:
     python bench/bench_pretrain.py [--out bench_output/pretrain] [--pretrain-minutes 15]
@@ -51,12 +51,29 @@ def few_labels(train, per_class, folder, seed):
     return paths
 
 
+def cropped(pair, box, folder):
+    """The corner `box` (z, y, x voxels) of a tomogram and the particles inside it, written to
+    `folder` under the same stem: a small validation region, since validation picks it after
+    every epoch and a whole tomogram took most of a few-minute budget."""
+    mrc_path, csv_path = pair
+    tomogram = io.open_tomogram(mrc_path)
+    z, y, x = box
+    folder.mkdir(parents=True, exist_ok=True)
+    io.write_volume(folder / mrc_path.name, np.asarray(tomogram.data[:z, :y, :x]), tomogram.voxel_size)
+    coords = io.read_coords(csv_path)
+    inside = np.all(coords.xyz < np.array([x, y, z]), axis=1)
+    io.write_coords(folder / csv_path.name, coords.subset(inside))
+    return folder / mrc_path.name, folder / csv_path.name
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench_output/pretrain"))
     parser.add_argument("--snr", type=float, default=0.1)
     parser.add_argument("--n-train", type=int, default=3)
     parser.add_argument("--n-test", type=int, default=2)
+    parser.add_argument("--val-box", type=int, nargs=3, default=(64, 128, 128), metavar=("Z", "Y", "X"),
+                        help="the corner of the validation tomogram validation picks (voxels)")
     parser.add_argument("--per-class", type=int, default=10, help="annotated particles per class, in all")
     parser.add_argument("--pretrain-minutes", type=float, default=15.0)
     parser.add_argument("--train-minutes", type=float, default=15.0)
@@ -85,12 +102,16 @@ def main(argv=None):
     shape = (128, 256, 256)
     started = time.time()
     log(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    data = realistic.generate(args.out / "data", args.n_train + args.n_test, shape, [args.snr], args.seed, targets,
+    data = realistic.generate(args.out / "data", args.n_train + max(args.n_test, 2), shape, [args.snr], args.seed, targets,
                               templates=templates, log=log)[args.snr]
     val = realistic.generate(args.out / "data_val", 1, shape, [args.snr], args.seed + 1000, targets,
                              templates=templates, log=log)[args.snr]
-    train, test = data[:args.n_train], data[args.n_train:]
+    train, test = data[:args.n_train], data[args.n_train:args.n_train + args.n_test]
     run_dir = args.out / f"snr{args.snr:g}_per{args.per_class}"
+    val = [cropped(val[0], args.val_box, run_dir / "val")]
+    log(f"validation: {len(io.read_coords(val[0][1]))} particles in the {args.val_box} corner of a fully annotated "
+        f"tomogram")
+    shutil.rmtree(run_dir / "gt_test", ignore_errors=True)  # only these tomograms' truth is scored
     gt_dir = gt_folder(test, run_dir / "gt_test")
     labels = few_labels(train, args.per_class, run_dir / "labels", args.seed)
     counts = {name: sum(int((io.read_coords(p).names == name).sum()) for p in labels) for name in classes}
