@@ -215,6 +215,8 @@ class PretrainSettings(_Settings):
     """How to pre-train on unlabelled tomograms. patch, widths, batch and lr None: the
     training recipe's for the device (recipe.choose), so that train --init-model gets the
     network it would have built; `max_minutes` None: no time budget."""
+    # The source's method; bench_pretrain.py compares it with "masked" on equal budgets, but
+    # that comparison has not been measured yet (bench/README.md).
     objective: str = "regions"
     patch: int = None
     widths: tuple = None
