@@ -82,3 +82,44 @@ class EtPickerModel(EMObject):
         return "%s (classes: %s; voxel size %.2f Å; diameters %s voxels)" % (
             self.getClassName(), ", ".join(self.getClasses()) or "none",
             self.getVoxelSize() or 0.0, diameters or "unknown")
+
+
+class EtPickerPretrainedModel(EMObject):
+    """A network pre-trained without labels (the pretrain protocol): a folder with the
+    encoder and decoder's weights.pt, config.json and history.csv, which the train
+    protocol starts from (its initial model). It has no classes and picks nothing."""
+
+    def __init__(self, path=None, **kwargs):
+        EMObject.__init__(self, **kwargs)
+        self._path = pwobj.String(path)
+        self._voxelSize = pwobj.Float()
+        self._objective = pwobj.String()
+
+    def getPath(self):
+        return self._path.get()
+
+    def getConfigFile(self):
+        return os.path.join(self.getPath(), CONFIG_NAME)
+
+    def getHistoryFile(self):
+        return os.path.join(self.getPath(), HISTORY_NAME)
+
+    def getVoxelSize(self):
+        """Voxel size (Å) of the tomograms it was pre-trained on."""
+        return self._voxelSize.get()
+
+    def getObjective(self):
+        return self._objective.get()
+
+    def setFromConfig(self, path, config):
+        self._path.set(path)
+        self._voxelSize.set(float(config["voxel_size"]))
+        self._objective.set(config["objective"])
+
+    def missingFiles(self):
+        return [f for f in (self.getConfigFile(), os.path.join(self.getPath(), WEIGHTS_NAME))
+                if not os.path.exists(f)]
+
+    def __str__(self):
+        return "%s (pre-trained by %s; voxel size %.2f Å)" % (
+            self.getClassName(), self.getObjective(), self.getVoxelSize() or 0.0)

@@ -23,14 +23,16 @@ from .model_store import load_model
 from .pick import pick_tomogram, voxel_size_warning
 from .profile import Profile
 from .recipe import CPU_RECIPE, GPU_RECIPE, LABEL_PER_PARTICLE
-from .settings import (AMP_MODES, ANNOTATION_MODES, DEFAULT_DIAMETER, MIN_VAL_PARTICLES, PickSettings, TrainSettings,
-                       check_voxel_size)
+from .pretrain import pretrain
+from .settings import (AMP_MODES, ANNOTATION_MODES, DEFAULT_DIAMETER, MIN_VAL_PARTICLES, PRETRAIN_OBJECTIVES,
+                       PickSettings, PretrainSettings, TrainSettings, check_voxel_size)
 from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
 from .train import train
 from .train_data import class_order, expand_diameters
 
 TRAIN_DEFAULTS = TrainSettings.defaults()
 PICK_DEFAULTS = PickSettings.defaults()
+PRETRAIN_DEFAULTS = PretrainSettings.defaults()
 
 DEFAULT_EVALUATE_DIAMETER = 12
 
@@ -188,8 +190,10 @@ def _add_train(subparsers):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
-    parser.add_argument("--init-model", type=Path, metavar="DIR", help="start from this model's weights "
-                                                                       "(same classes) to fine-tune")
+    parser.add_argument("--init-model", type=Path, metavar="DIR",
+                        help="start from this folder's network: a pre-trained folder (pretrain) or a trained "
+                             "model; its encoder and decoder are copied (and its widths and CoordConv taken), its "
+                             "head only for a trained model of the same classes")
     launcher = parser.add_mutually_exclusive_group()
     launcher.add_argument("--gpus", type=_gpu_list, metavar="0,1,...",
                           help="train on these GPUs (numbered as CUDA_VISIBLE_DEVICES numbers them), one process "
@@ -250,6 +254,42 @@ def _launch(args):
         n_processes, device = args.processes, "cpu"
     words = _without_launcher_options(args.argv) + ["--device", device]
     return distributed.launch(words, n_processes, args.gpus)
+
+
+def _add_pretrain(subparsers):
+    parser = subparsers.add_parser(
+        "pretrain", help="pre-train a network on unlabelled tomograms (self-supervised)",
+        description="Learn the 3D-ResUNet's encoder and decoder from unlabelled tomograms, for train --init-model: "
+                    "'regions' divides each patch into regions by the network's own features and contrasts them "
+                    "(grey-level and semantic losses), 'masked' restores masked blocks. Patches stream from the "
+                    "tomograms' memory maps; a line per epoch.")
+    parser.add_argument("--tomos", required=True, nargs="+", type=Path, metavar="T.mrc")
+    parser.add_argument("--out", required=True, type=Path, metavar="PRETRAINED_DIR")
+    parser.add_argument("--objective", choices=PRETRAIN_OBJECTIVES, default=PRETRAIN_DEFAULTS["objective"],
+                        help="the self-supervised objective (default %(default)s)")
+    parser.add_argument("--max-minutes", type=_finite, help="wall-clock budget (minutes): the learning rate anneals "
+                                                            "over it and pre-training stops when it is spent")
+    parser.add_argument("--epochs", type=int, default=PRETRAIN_DEFAULTS["epochs"])
+    parser.add_argument("--steps-per-epoch", type=int, default=PRETRAIN_DEFAULTS["steps_per_epoch"])
+    parser.add_argument("--patch", type=int, help=f"patch size in voxels, a multiple of 8 (default: training's "
+                        f"automatic one, {CPU_RECIPE['patch']} on a CPU, {GPU_RECIPE['patch']} on a GPU)")
+    parser.add_argument("--widths", type=lambda t: _number_list(t, int), metavar="W1,W2,W3,W4",
+                        help="channels per network level (train --init-model takes them); " + _automatic("widths"))
+    parser.add_argument("--batch", type=int, help=_automatic("batch"))
+    parser.add_argument("--lr", type=_finite, help="peak learning rate; " + _automatic("lr"))
+    parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
+                        help="voxel size of the tomograms in Å (default: their MRC headers)")
+    parser.add_argument("--no-coordconv", dest="coordconv", action="store_false",
+                        help="leave out CoordConv's channels (then train --init-model trains without them too)")
+    _add_amp(parser)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    parser.set_defaults(run=_pretrain)
+
+
+def _pretrain(args):
+    settings = PretrainSettings(**{name: getattr(args, name) for name in PRETRAIN_DEFAULTS})
+    pretrain(args.tomos, args.out, settings=settings)
 
 
 def _add_amp(parser):
@@ -404,6 +444,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_simulate(subparsers)
     _add_labels(subparsers)
+    _add_pretrain(subparsers)
     _add_train(subparsers)
     _add_pick(subparsers)
     _add_evaluate(subparsers)

@@ -5,6 +5,8 @@ from torch.nn import functional as F
 
 from .settings import DEFAULT_WIDTHS
 
+HEAD_PREFIX = "head."  # the state_dict keys of the classifying layer (ResUNet3D.head)
+
 
 def coordinate_channels(like):
     """Three channels holding the normalised z, y, x position (-1..1) over the volume of `like`."""
@@ -119,6 +121,11 @@ class ResUNet3D(nn.Module):
         return self
 
     def forward(self, x):
+        return self.head(self.features(x))
+
+    def features(self, x):
+        """The last decoder block's output (widths[0] channels at the input's size): what the
+        head classifies, and what self-supervised pre-training (pretrain.py) learns."""
         if x.dim() != 5 or x.shape[1] != 1:
             raise ValueError(f"ResUNet3D expects a B×1×Z×Y×X batch, got shape {tuple(x.shape)}")
         if any(n % 8 for n in x.shape[2:]):
@@ -135,7 +142,7 @@ class ResUNet3D(nn.Module):
             h = encoder(h)
         for up, decoder in zip(self.ups, self.decoders):
             h = decoder(up(h) + skips.pop())
-        return self.head(h)
+        return h
 
 
 def build_model(config):

@@ -128,3 +128,61 @@ def read_history(path):
              **{key: float(row[key]) if row.get(key) not in ("", None) else math.nan for key in NUMERIC_COLUMNS},
              "val_min_scores": [float(v) for v in (row.get("val_min_scores") or "").split("/") if v]}
             for row in rows]
+
+
+# A pre-trained model folder (pretrain.py): config.json with "kind": PRETRAINED_KIND, the
+# encoder and decoder's weights.pt (no head) and history.csv with these columns; the
+# objective's parts of the loss that do not apply are left empty.
+PRETRAINED_KIND = "pretrained"
+PRETRAIN_HISTORY_COLUMNS = ("epoch", "loss", "grey", "semantic", "restoration", "seconds")
+INIT_KEYS = ("widths", "patch")  # what train --init-model needs of either kind of folder
+
+
+def is_pretrained(config):
+    return config.get("kind") == PRETRAINED_KIND
+
+
+def read_init_config(folder) -> dict:
+    """config.json of a folder that train --init-model starts from: a pre-trained folder
+    or a trained model folder, checked; InputError naming what is wrong."""
+    path = Path(folder) / CONFIG_NAME
+    if not Path(folder).is_dir():
+        raise InputError(f"--init-model {folder}: no such folder")
+    config = read_config(folder)
+    if not is_pretrained(config):
+        check_config(config, path)
+        return config
+    missing = [key for key in INIT_KEYS if key not in config]
+    if missing:
+        raise InputError(f"{path}: missing {', '.join(missing)}")
+    try:
+        check_widths(config["widths"])
+        check_patch(config["patch"])
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
+    return config
+
+
+def write_pretrain_history(folder, rows):
+    """history.csv of a pre-training from rows {column: value} (missing parts left empty)."""
+    def write(temporary):
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(PRETRAIN_HISTORY_COLUMNS)
+            for row in rows:
+                writer.writerow([row["epoch"]] + ["" if row.get(key) is None else f"{row[key]:.6g}"
+                                                  for key in PRETRAIN_HISTORY_COLUMNS[1:]])
+    replace_whole(Path(folder) / HISTORY_NAME, write)
+
+
+def read_pretrain_history(path):
+    """Rows of a pre-training's history.csv (a file or its folder): epoch an int, the
+    rest floats (NaN where empty)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / HISTORY_NAME
+    with open(path, newline="") as handle:
+        return [{"epoch": int(row["epoch"]),
+                 **{key: float(row[key]) if row.get(key) not in ("", None) else math.nan
+                    for key in PRETRAIN_HISTORY_COLUMNS[1:]}}
+                for row in csv.DictReader(handle)]

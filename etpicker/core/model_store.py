@@ -17,17 +17,24 @@ def save_weights(model, folder):
     save_atomically(model.state_dict(), Path(folder) / WEIGHTS_NAME)
 
 
+def read_state(folder, device="cpu", missing="was the model trained to the end (or resumed)?"):
+    """The state_dict in a folder's weights file; InputError (ending with `missing` when
+    there is none) when it is absent or damaged."""
+    weights = Path(folder) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise InputError(f"{weights}: missing; {missing}")
+    try:
+        return torch.load(weights, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many kinds for a damaged file; all mean "unreadable"
+        raise InputError(f"{weights}: not a readable weights file ({type(error).__name__})") from None
+
+
 def load_weights(model, folder, device="cpu"):
     """`model` with the kept weights of a model folder; InputError when they are missing,
     damaged or of another network."""
     folder = Path(folder)
     weights = folder / WEIGHTS_NAME
-    if not weights.is_file():
-        raise InputError(f"{weights}: missing; was the model trained to the end (or resumed)?")
-    try:
-        state = torch.load(weights, map_location=device, weights_only=True)
-    except Exception as error:  # torch raises many kinds for a damaged file; all mean "unreadable"
-        raise InputError(f"{weights}: not a readable weights file ({type(error).__name__})") from None
+    state = read_state(folder, device)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:

@@ -209,3 +209,45 @@ class PickSettings(_Settings):
         except InputError:
             raise InputError(f"--pad must satisfy 0 <= 2*pad < the model's patch {config['patch']}, "
                              f"got {self.pad}") from None
+
+
+# Self-supervised pre-training (pretrain.py): region-level contrast, or masked restoration.
+PRETRAIN_OBJECTIVES = ("regions", "masked")
+
+
+@dataclass
+class PretrainSettings(_Settings):
+    """How to pre-train on unlabelled tomograms. patch, widths, batch and lr None: the
+    training recipe's for the device (recipe.choose), so that train --init-model gets the
+    network it would have built; `max_minutes` None: no time budget."""
+    # The source's method; bench_pretrain.py compares it with "masked" on equal budgets, but
+    # that comparison has not been measured yet (bench/README.md).
+    objective: str = "regions"
+    patch: int = None
+    widths: tuple = None
+    batch: int = None
+    lr: float = None
+    epochs: int = 1000
+    steps_per_epoch: int = 25
+    max_minutes: float = None
+    voxel_size: float = None
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    coordconv: bool = True
+
+    def __post_init__(self):
+        if self.objective not in PRETRAIN_OBJECTIVES:
+            raise InputError(f"unknown objective {self.objective!r}; choose one of {', '.join(PRETRAIN_OBJECTIVES)}")
+        if self.patch is not None:
+            check_patch(self.patch)
+        if self.widths is not None:
+            self.widths = tuple(check_widths(self.widths))
+        if self.epochs < 1 or self.steps_per_epoch < 1 or (self.batch is not None and self.batch < 1):
+            raise InputError("--epochs, --steps-per-epoch and --batch must be at least 1")
+        if self.lr is not None and not self.lr > 0:
+            raise InputError(f"--lr must be positive, got {self.lr}")
+        if self.max_minutes is not None and not (self.max_minutes > 0 and math.isfinite(self.max_minutes)):
+            raise InputError(f"--max-minutes must be positive, got {self.max_minutes}")
+        check_voxel_size(self.voxel_size)
+        _check_amp(self.amp)

@@ -24,8 +24,9 @@ from .distributed import SINGLE
 from .errors import InputError
 from .model import build_model
 from .model_folder import (CHECKPOINT_NAME, FORMAT, HISTORY_NAME, WEIGHTS_NAME, epoch_rank, kept_epoch,
-                           write_config, write_history)
-from .model_store import load_checkpoint, load_model, load_weights, save_checkpoint, save_weights
+                           read_init_config, write_config, write_history)
+from .init_model import architecture, load_initial_weights
+from .model_store import load_checkpoint, load_weights, save_checkpoint, save_weights
 from .partial import PARTIAL, annotated_score, partial_targets, validation_note
 from .sampling import PatchSampler, patch_origin
 from .settings import DEFAULT_RELATIVE_MIN_SCORE, MIN_VAL_PARTICLES, TrainSettings
@@ -195,17 +196,14 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     # A stated voxel size (Scipion's sampling rate) is known better than the headers.
     voxel_size = settings.voxel_size or common_voxel_size([t for t, _ in pairs + val_pairs])
     torch.manual_seed(settings.seed)  # every process starts from the same weights
-    if init_model:
-        model, init_config = load_model(init_model, device)
-        if list(init_config["classes"]) != classes:
-            raise InputError(f"--init-model {init_model} was trained for classes {','.join(init_config['classes'])}, "
-                             f"these annotations have {','.join(classes)}")
-        settings = dataclasses.replace(settings, widths=init_config["widths"])
+    if init_model:  # its network's shape (widths, CoordConv) is the new one's
+        settings = dataclasses.replace(settings, **architecture(read_init_config(init_model), settings.widths))
     settings, diameters, chosen = _resolve(settings, len(classes), device, voxel_size, processes, log)
     config = _model_config(settings, classes, diameters, voxel_size, pairs, not val_pairs, init_model)
     config["recipe"] = {"device": device.type, "automatic": sorted(chosen)}  # what the user left unset
-    if not init_model:
-        model = build_model(config).to(device)
+    model = build_model(config).to(device)
+    if init_model:
+        log(load_initial_weights(model, init_model, classes, device))
 
     patch, pad, batch = settings.patch, settings.pad, settings.batch
     partial = settings.annotations == PARTIAL

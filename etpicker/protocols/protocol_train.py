@@ -63,10 +63,13 @@ class EtPickerProtTrain(EtPickerProtBase):
                       condition="not valTomograms", label="Validation fraction",
                       help="Fraction (0-1) of the training data held out for validation "
                            "when no validation tomograms are given.")
-        form.addParam("initModel", params.PointerParam, pointerClass="EtPickerModel",
+        form.addParam("initModel", params.PointerParam, pointerClass="EtPickerModel,EtPickerPretrainedModel",
                       allowsNull=True, label="Initial model (optional)",
-                      help="Fine-tune this model (e.g. transfer to a new dataset) instead "
-                           "of starting from random weights.")
+                      help="Start from this network instead of random weights: a pre-trained one (the "
+                           "pretrain protocol, on unlabelled tomograms of the sample) or a trained model "
+                           "(to fine-tune it, e.g. for a new dataset). Its encoder and decoder are copied "
+                           "and its network widths used; the output layer too for a trained model of the "
+                           "same classes.")
 
         form.addSection(label="Labels")
         self._defineLabelParams(form)

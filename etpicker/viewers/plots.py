@@ -244,3 +244,27 @@ def draw_threshold_curve(figure, curve, title='Precision / recall against the sc
     pr_axes.grid(alpha=0.3)
     pr_axes.legend(loc='lower left')
     figure.suptitle(title)
+
+
+PRETRAIN_PARTS = {'grey': 'grey level (within / total variance)', 'semantic': 'semantic (region InfoNCE)',
+                  'restoration': 'restoration (error / variance)'}
+
+
+def draw_pretraining_history(figure, rows, config=None, title='Pre-training'):
+    """The self-supervised loss per epoch, and its parts, from model_folder.read_pretrain_history rows."""
+    if not rows:
+        raise ValueError('the pre-training history is empty: no epoch finished yet')
+    history = {key: np.array([row[key] for row in rows], dtype=float) for key in rows[0]}
+    epochs = history['epoch']
+    figure.set_layout_engine('constrained')
+    axes = figure.subplots(1, 1)
+    axes.plot(epochs, history['loss'], 'o-', label='loss', ms=3, lw=2.5)
+    for key, label in PRETRAIN_PARTS.items():
+        part = history[key]  # a part that is the whole loss (the masked objective's) is not drawn twice
+        if np.isfinite(part).any() and not np.allclose(part, history['loss'], equal_nan=True):
+            axes.plot(epochs, part, 's-', label=label, ms=2, lw=1.2)
+    axes.set(title=f"Objective: {(config or {}).get('objective', '?')}", xlabel='epoch', ylabel='loss')
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.suptitle(f'{title} ({int(epochs[-1])} epochs, {np.nansum(history["seconds"]) / 60:.1f} min)')

@@ -193,11 +193,12 @@ def test_resume_refuses_changed_settings_and_missing_checkpoint(data, tmp_path):
             train.train(*data, tmp_path, resume=True, **dict(TINY, **change))
 
 
-def test_init_model_must_have_the_same_classes(data, tmp_path):
+def test_init_model_of_other_classes_trains_a_head_for_these(data, tmp_path):
     train.train(*data, tmp_path / "base", **dict(TINY, epochs=1))
-    with pytest.raises(io.InputError, match="classes"):
-        train.train(*data, tmp_path / "tuned", init_model=tmp_path / "base", classes=["large", "medium", "small", "x"],
-                    **dict(TINY, epochs=1))
+    train.train(*data, tmp_path / "tuned", init_model=tmp_path / "base", classes=["large", "medium", "small", "x"],
+                **dict(TINY, epochs=1))
+    model, config = load_model(tmp_path / "tuned")
+    assert config["classes"] == ["large", "medium", "small", "x"] and model.head.out_channels == 5
 
 
 def test_validation_block_keeps_training_patches_out():

@@ -1,0 +1,170 @@
+"""Few labels, with and without self-supervised pre-training (issue 19).
+
+Realistic crowded tomograms (bench/realistic.py, as bench_accuracy makes them): the training
+tomograms' annotations are cut to about --per-class particles of each class in all (chosen at
+random; the others stay in the tomograms, unannotated). For each objective, `pretrain` learns
+from the training tomograms (no labels) within --pretrain-minutes, then `train --init-model`
+within --train-minutes; `train` from scratch gets the same labels, seed and training budget.
+Each model picks unseen, fully annotated tomograms; class-agnostic and per-class F1 are
+printed side by side. Validation (the kept epoch, the score thresholds) picks a corner
+(--val-box) of bench_accuracy's fully annotated validation tomogram, alike for every arm.
+
+Usage:
+    python bench/bench_pretrain.py [--out bench_output/pretrain] [--pretrain-minutes 15]
+        [--train-minutes 15] [--per-class 10] [--objectives regions masked]
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for etpicker.core
+
+import realistic  # noqa: E402  (same folder)
+from bench_accuracy import core, evaluate, gt_folder, summarise  # noqa: E402
+from etpicker.core import io  # noqa: E402
+from etpicker.core.settings import PRETRAIN_OBJECTIVES  # noqa: E402
+
+
+def few_labels(train, per_class, folder, seed):
+    """Copies of the training CSVs holding about `per_class` particles of each class in all,
+    drawn at random over the tomograms; returns their paths (same stems as the tomograms)."""
+    rng = np.random.default_rng(seed)
+    coords = [io.read_coords(csv_path) for _, csv_path in train]
+    keep = [np.zeros(len(c), bool) for c in coords]
+    for name in sorted({n for c in coords for n in c.names}):
+        where = [(t, i) for t, c in enumerate(coords) for i in np.flatnonzero(c.names == name)]
+        for index in rng.permutation(len(where))[:per_class]:
+            t, i = where[index]
+            keep[t][i] = True
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for (_, csv_path), c, mask in zip(train, coords, keep):
+        io.write_coords(folder / csv_path.name, c.subset(mask))
+        paths.append(folder / csv_path.name)
+    return paths
+
+
+def cropped(pair, box, folder):
+    """The corner `box` (z, y, x voxels) of a tomogram and the particles inside it, written to
+    `folder` under the same stem: a small validation region, since validation picks it after
+    every epoch and a whole tomogram took most of a few-minute budget."""
+    mrc_path, csv_path = pair
+    tomogram = io.open_tomogram(mrc_path)
+    z, y, x = box
+    folder.mkdir(parents=True, exist_ok=True)
+    io.write_volume(folder / mrc_path.name, np.asarray(tomogram.data[:z, :y, :x]), tomogram.voxel_size)
+    coords = io.read_coords(csv_path)
+    inside = np.all(coords.xyz < np.array([x, y, z]), axis=1)
+    io.write_coords(folder / csv_path.name, coords.subset(inside))
+    return folder / mrc_path.name, folder / csv_path.name
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench_output/pretrain"))
+    parser.add_argument("--snr", type=float, default=0.1)
+    parser.add_argument("--n-train", type=int, default=3)
+    parser.add_argument("--n-test", type=int, default=2)
+    parser.add_argument("--val-box", type=int, nargs=3, default=(64, 128, 128), metavar=("Z", "Y", "X"),
+                        help="the corner of the validation tomogram validation picks (voxels)")
+    parser.add_argument("--per-class", type=int, default=10, help="annotated particles per class, in all")
+    parser.add_argument("--pretrain-minutes", type=float, default=15.0)
+    parser.add_argument("--train-minutes", type=float, default=15.0)
+    parser.add_argument("--objectives", nargs="+", default=list(PRETRAIN_OBJECTIVES), choices=PRETRAIN_OBJECTIVES)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--train-args", default="--no-shape-check",
+                        help="extra options for every `train` (default: %(default)s: the shape check assumes "
+                             "complete annotations)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse-scratch", action="store_true",
+                        help="score the from-scratch model an earlier run left in --out with the same settings "
+                             "instead of training it again (keeps a locked run short)")
+    args = parser.parse_args(argv)
+
+    def log(message, **_):
+        print(message, flush=True)
+
+    try:
+        templates = realistic.load_templates()
+    except realistic.TemplatesMissing as error:
+        print(f"bench_pretrain: {error}", file=sys.stderr)
+        return 2
+    targets = realistic.DEFAULT_TARGETS
+    classes = sorted(targets)
+    diameters = [templates[name].diameter for name in classes]
+    shape = (128, 256, 256)
+    started = time.time()
+    log(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    data = realistic.generate(args.out / "data", args.n_train + max(args.n_test, 2), shape, [args.snr], args.seed, targets,
+                              templates=templates, log=log)[args.snr]
+    val = realistic.generate(args.out / "data_val", 1, shape, [args.snr], args.seed + 1000, targets,
+                             templates=templates, log=log)[args.snr]
+    train, test = data[:args.n_train], data[args.n_train:args.n_train + args.n_test]
+    run_dir = args.out / f"snr{args.snr:g}_per{args.per_class}"
+    val = [cropped(val[0], args.val_box, run_dir / "val")]
+    log(f"validation: {len(io.read_coords(val[0][1]))} particles in the {args.val_box} corner of a fully annotated "
+        f"tomogram")
+    shutil.rmtree(run_dir / "gt_test", ignore_errors=True)  # only these tomograms' truth is scored
+    gt_dir = gt_folder(test, run_dir / "gt_test")
+    labels = few_labels(train, args.per_class, run_dir / "labels", args.seed)
+    counts = {name: sum(int((io.read_coords(p).names == name).sum()) for p in labels) for name in classes}
+    log(f"annotated for training: {counts} (of {sum(len(io.read_coords(c)) for _, c in train)} particles)")
+
+    def train_and_score(name, init=()):
+        model_dir = run_dir / name
+        shutil.rmtree(model_dir, ignore_errors=True)
+        train_started = time.time()
+        core("train", "--tomos", *[m for m, _ in train], "--coords", *labels,
+             "--val-tomos", *[m for m, _ in val], "--val-coords", *[c for _, c in val],
+             "--out", model_dir, "--max-minutes", args.train_minutes, "--seed", args.seed, "--device", args.device,
+             "--particle-diameter", ",".join(f"{d:.2f}" for d in diameters), *init,
+             *shlex.split(args.train_args), log=log)
+        minutes = (time.time() - train_started) / 60
+        core("pick", "--model", model_dir, "--tomos", *[m for m, _ in test], "--out", run_dir / f"pred_{name}",
+             "--device", args.device, log=log)
+        result = evaluate(run_dir / f"pred_{name}", gt_dir, diameters, run_dir / f"{name}.json", log)
+        return minutes, summarise(result, classes)
+
+    rows = []
+    scratch_json = run_dir / "scratch.json"
+    if args.reuse_scratch and scratch_json.is_file():
+        log(f"reusing the from-scratch model's scores in {scratch_json}")
+        scores = summarise(json.loads(scratch_json.read_text()), classes)
+        minutes = float("nan")
+    else:
+        minutes, scores = train_and_score("scratch")
+    rows.append(("from scratch", 0.0, minutes, *scores))
+    for objective in args.objectives:
+        pretrained = run_dir / f"pretrained_{objective}"
+        shutil.rmtree(pretrained, ignore_errors=True)
+        pretrain_started = time.time()
+        core("pretrain", "--tomos", *[m for m, _ in train], "--out", pretrained, "--objective", objective,
+             "--max-minutes", args.pretrain_minutes, "--seed", args.seed, "--device", args.device, log=log)
+        pretrain_minutes = (time.time() - pretrain_started) / 60
+        minutes, scores = train_and_score(f"init_{objective}", ("--init-model", pretrained))
+        rows.append((f"pretrain {objective} + train", pretrain_minutes, minutes, *scores))
+
+    log(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {(time.time() - started) / 60:.1f} min "
+        f"in all")
+    log(f"Few labels ({args.per_class} per class in all, SNR {args.snr:g}), {args.n_test} unseen fully annotated "
+        f"tomograms, budgets {args.pretrain_minutes:g} min pretrain + {args.train_minutes:g} min train, seed "
+        f"{args.seed}")
+    log(f"{'method':<28}{'pretrain':>9}{'train':>7}" + "".join(f"{name:>8}" for name in classes)
+        + f"{'class-aware':>13}{'agnostic':>10}{'vs scratch':>12}")
+    scratch = rows[0][-1]
+    for method, pre, minutes, per_class, mean_f1, agnostic in rows:
+        log(f"{method:<28}{pre:>9.1f}{minutes:>7.1f}" + "".join(f"{f:>8.3f}" for f in per_class)
+            + f"{mean_f1:>13.3f}{agnostic:>10.3f}{agnostic - scratch:>+12.3f}")
+    log("acceptance: class-agnostic F1 >= 0.85 and >= 0.10 above scratch, within 15 + 15 min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
