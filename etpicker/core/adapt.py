@@ -34,12 +34,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .adapt_settings import DEFAULT_ADVERSARIAL_WEIGHT, DEFAULT_METHOD, DEFAULT_MINUTES, METHODS
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import InputError
 from .io import open_tomogram
 from .losses import dice_ce_loss, soft_target
 from .model_folder import (ADAPTATION_NAME, TRAINING_DATA_KEY, read_checked_config, read_config, training_data,
-                           write_adaptation, write_config)
+                           training_data_problem, write_adaptation, write_config)
 from .model_store import load_model
 from .normalise import robust_stats
 from .sampling import PatchSampler, PatchSource
@@ -47,10 +48,6 @@ from .settings import DEFAULT_RELATIVE_MIN_SCORE, TrainSettings
 from .train import train
 from .validation import CandidatePicker
 
-METHODS = ("dual-adversarial", "self-training", "spectrum")
-DEFAULT_METHOD = "self-training"  # best measured (bench/bench_adapt.py, bench/README.md)
-DEFAULT_MINUTES = 15.0
-DEFAULT_ADVERSARIAL_WEIGHT = 0.1  # lambda of the gradient reversal
 LR_FACTOR = 0.5  # fine-tuning: half the source run's peak learning rate
 SPECTRUM_PATCHES = 48  # patches per domain whose power spectra are averaged
 PSEUDO_LABEL_QUANTILE = 0.5  # of each class's picks above its threshold, the upper half are labels
@@ -222,15 +219,10 @@ def source_data(model_dir, config, source_tomos=None, source_coords=None):
         raise InputError("give both --source-tomos and --source-coords, or neither")
     if source_tomos:
         return list(source_tomos), list(source_coords), [], []
-    recorded = training_data(model_dir, config)
-    if recorded is None:
-        raise InputError(f"{model_dir} does not record its training data (trained before models kept it): give "
-                         f"--source-tomos and --source-coords, the tomograms and coordinate files it was trained on")
-    missing = [str(path) for path in recorded[0] + recorded[1] + recorded[2] + recorded[3] if not Path(path).is_file()]
-    if missing:
-        raise InputError(f"{model_dir}'s training data is no longer where it was recorded ({', '.join(missing)}): "
-                         f"give --source-tomos and --source-coords")
-    return recorded
+    problem = training_data_problem(model_dir, config)
+    if problem:
+        raise InputError(f"{problem} (--source-tomos and --source-coords)")
+    return training_data(model_dir, config)
 
 
 def _source_settings(config, max_minutes, seed, device):
@@ -333,7 +325,7 @@ def adapt(model_dir, target_tomos, out, *, source_tomos=None, source_coords=None
     adapted["adaptation"] = {"source_model": str(model_dir.resolve()),
                              "target_tomograms": [str(Path(p).resolve()) for p in target_tomos], "method": method,
                              "max_minutes": max_minutes, "minutes": round((time.monotonic() - started) / 60, 2),
-                             "seed": seed, "adversarial_weight": adversarial_weight if method == METHODS[0] else None,
+                             "seed": seed, "adversarial_weight": adversarial_weight if method == "dual-adversarial" else None,
                              "source_training_data": config.get(TRAINING_DATA_KEY)}
     write_config(out, adapted)
     log(f"adapted model in {out} ({adapted['adaptation']['minutes']:g} min; curves in {out / ADAPTATION_NAME})")

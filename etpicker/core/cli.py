@@ -14,7 +14,8 @@ import mrcfile
 import numpy as np
 
 from . import __version__, distributed
-from .adapt import DEFAULT_ADVERSARIAL_WEIGHT, DEFAULT_METHOD, DEFAULT_MINUTES, METHODS, adapt
+from .adapt import adapt
+from .adapt_settings import DEFAULT_ADVERSARIAL_WEIGHT, DEFAULT_METHOD, DEFAULT_MINUTES, METHODS
 from .device import resolve_device
 from .errors import InputError
 from .io import Coords, check_inside, open_tomogram, read_coords, repeated, sorted_names, write_coords, write_volume

@@ -143,8 +143,8 @@ def record_training_data(folder, tomos, coords, val_tomos=(), val_coords=()):
     (tomograms absolute; coordinate copies relative to the folder, so a moved folder still
     finds them)."""
     folder = Path(folder)
-    record = {"tomograms": [str(Path(path).resolve()) for path in tomos],
-              "val_tomograms": [str(Path(path).resolve()) for path in val_tomos]}
+    record = {"tomograms": [os.path.abspath(path) for path in tomos],  # links kept: stems pair files
+              "val_tomograms": [os.path.abspath(path) for path in val_tomos]}
     for key, part, paths in (("coords", "train", coords), ("val_coords", "val", val_coords)):
         (folder / TRAINING_DATA_DIR / part).mkdir(parents=True, exist_ok=True)
         record[key] = []
@@ -196,3 +196,16 @@ def read_adaptation(path):
         rows = list(csv.DictReader(handle))
     names = list(rows[0]) if rows else ["step"]
     return {name: [float(row[name]) if row[name] not in ("", None) else math.nan for row in rows] for name in names}
+
+
+def training_data_problem(folder, config):
+    """Why a model folder's recorded training data cannot be used (a sentence), or None."""
+    recorded = training_data(folder, config)
+    if recorded is None:
+        return (f"{folder} does not record its training data (it was trained before models kept it): give its "
+                f"training tomograms and coordinate files")
+    missing = [str(path) for paths in recorded for path in paths if not Path(path).is_file()]
+    if missing:
+        return (f"the training data of {folder} is no longer where it was recorded ({', '.join(missing)}): give its "
+                f"training tomograms and coordinate files")
+    return None

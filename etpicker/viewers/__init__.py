@@ -3,3 +3,4 @@ from .viewer_training import EtPickerTrainingViewer
 from .viewer_labels import EtPickerLabelsViewer
 from .viewer_picks import EtPickerPicksViewer
 from .viewer_scores import EtPickerEvaluationViewer
+from .viewer_adapt import EtPickerAdaptationViewer

@@ -41,7 +41,7 @@ def test_a_model_folder_records_its_training_data_and_finds_it_after_a_move(tiny
     folder, (tomo, coords), _ = tiny
     config = model_folder.read_config(folder / "model")
     tomos, coord_files, val_tomos, val_coords = model_folder.training_data(folder / "model", config)
-    assert tomos == [tomo.resolve()] and val_tomos == [] and val_coords == []
+    assert tomos == [tomo.absolute()] and val_tomos == [] and val_coords == []
     assert [path.read_text() for path in coord_files] == [coords.read_text()]  # a copy, in the folder
     assert all(folder / "model" in path.parents for path in coord_files)
     moved = tmp_path / "moved"
@@ -72,7 +72,7 @@ def test_adapt_writes_a_plain_model_with_its_provenance_and_the_dual_adversarial
         assert all(0 <= value <= 1 for value in curves[f"{name}_domain_accuracy"])
         assert all(np.isfinite(curves[f"{name}_discriminator_loss"]))
     # and its training data is still the source's, for a second adaptation
-    assert model_folder.training_data(out, config)[0] == [tiny[1][0].resolve()]
+    assert model_folder.training_data(out, config)[0] == [tiny[1][0].absolute()]
 
 
 def _error(capsys, *words):
@@ -89,7 +89,7 @@ def test_adapt_errors_name_what_to_give(tiny, tmp_path, capsys):
     config = model_folder.read_config(old)
     del config[model_folder.TRAINING_DATA_KEY]  # a folder written before models recorded their data
     model_folder.write_config(old, config)
-    assert "give --source-tomos and --source-coords" in _error(capsys, "--model", old, "--tomos", target,
+    assert "does not record its training data" in _error(capsys, "--model", old, "--tomos", target,
                                                                 "--out", tmp_path / "a")
     assert "give both --source-tomos and --source-coords" in _error(
         capsys, "--model", old, "--tomos", target, "--out", tmp_path / "a", "--source-tomos", tomo)
