@@ -218,21 +218,21 @@ def ctf(frequency, defocus_um=-3.0, kilovolts=300.0, cs_mm=2.7, amplitude_contra
     return -(np.sqrt(1 - amplitude_contrast ** 2) * np.sin(chi) + amplitude_contrast * np.cos(chi))
 
 
-def imaged_signal(density, phase_flip=False):
+def imaged_signal(density, phase_flip=False, defocus_um=-3.0, max_tilt_degrees=60.0):
     """The clean density as the microscope and reconstruction render it (wedge + CTF)."""
     kz, ky, kx = fourier_frequencies(density.shape)
     frequency = np.sqrt(kz ** 2 + ky ** 2 + kx ** 2) / VOXEL_SIZE
-    transfer = ctf(frequency)
+    transfer = ctf(frequency, defocus_um)
     if phase_flip:
         transfer = np.abs(transfer)
-    transfer = transfer * missing_wedge_mask(density.shape)
+    transfer = transfer * missing_wedge_mask(density.shape, max_tilt_degrees)
     return np.fft.irfftn(np.fft.rfftn(density) * transfer, s=density.shape).astype(np.float32)
 
 
-def add_noise(signal, reference_variance, snr, rng):
+def add_noise(signal, reference_variance, snr, rng, max_tilt_degrees=60.0):
     """Noise measured through the same wedge, scaled so reference_variance/var(noise) = snr."""
     white = rng.standard_normal(signal.shape, dtype=np.float32)
-    noise = np.fft.irfftn(np.fft.rfftn(white) * missing_wedge_mask(signal.shape), s=signal.shape)
+    noise = np.fft.irfftn(np.fft.rfftn(white) * missing_wedge_mask(signal.shape, max_tilt_degrees), s=signal.shape)
     noise *= np.sqrt(reference_variance / snr) / noise.std()
     return (signal + noise).astype(np.float32)
 

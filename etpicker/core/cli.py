@@ -14,6 +14,8 @@ import mrcfile
 import numpy as np
 
 from . import __version__, distributed
+from .adapt import adapt
+from .adapt_settings import DEFAULT_ADVERSARIAL_WEIGHT, DEFAULT_METHOD, DEFAULT_MINUTES, METHODS
 from .device import resolve_device
 from .errors import InputError
 from .io import Coords, check_inside, open_tomogram, read_coords, repeated, sorted_names, write_coords, write_volume
@@ -437,6 +439,39 @@ def _evaluate(args):
     print(f"F1={summary[ALL]['f1']:.3f}", flush=True)
 
 
+def _add_adapt(subparsers):
+    parser = subparsers.add_parser(
+        "adapt", help="adapt a trained model to new tomograms without labels",
+        description="Fine-tune a model on its own training data (recorded in its folder, or given) together "
+                    "with unlabelled target tomograms, so that it picks those (another microscope, defocus, "
+                    "dose, tilt range...); the adapted model goes to a new folder and picks like any other.")
+    parser.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
+    parser.add_argument("--tomos", required=True, nargs="+", type=Path, metavar="T.mrc",
+                        help="the target tomograms (no annotations needed)")
+    parser.add_argument("--out", required=True, type=Path, metavar="NEW_MODEL_DIR")
+    parser.add_argument("--source-tomos", nargs="+", type=Path, default=[], metavar="S.mrc",
+                        help="the model's training tomograms (default: those its folder recorded)")
+    parser.add_argument("--source-coords", nargs="+", type=Path, default=[], metavar="S.csv",
+                        help="their coordinate files, matched by stem (default: the copies in the model folder)")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                        help="dual-adversarial: image- and feature-level discriminators behind gradient reversal; "
+                             "self-training: confident picks on the target as labels; spectrum: source patches "
+                             f"given the target's power spectrum (default {DEFAULT_METHOD}, the best measured)")
+    parser.add_argument("--max-minutes", type=_finite, default=DEFAULT_MINUTES,
+                        help=f"wall-clock budget of the whole adaptation (minutes; default {DEFAULT_MINUTES:g})")
+    parser.add_argument("--adversarial-weight", type=_finite, default=DEFAULT_ADVERSARIAL_WEIGHT,
+                        help="dual-adversarial: weight of the reversed discriminator gradients (lambda)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    parser.set_defaults(run=_adapt)
+
+
+def _adapt(args):
+    adapt(args.model, args.tomos, args.out, source_tomos=args.source_tomos, source_coords=args.source_coords,
+          method=args.method, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+          adversarial_weight=args.adversarial_weight)
+
+
 def build_parser():
     parser = _Parser(prog="etpicker", description="Weakly supervised 3D particle picking for cryo-ET "
                                                   "(DeepETPicker method).")
@@ -448,6 +483,7 @@ def build_parser():
     _add_train(subparsers)
     _add_pick(subparsers)
     _add_evaluate(subparsers)
+    _add_adapt(subparsers)
     return parser
 
 

@@ -186,3 +186,84 @@ def read_pretrain_history(path):
                  **{key: float(row[key]) if row.get(key) not in ("", None) else math.nan
                     for key in PRETRAIN_HISTORY_COLUMNS[1:]}}
                 for row in csv.DictReader(handle)]
+
+
+# The training data a model folder records, so that `adapt` can rebuild its training set:
+# config.json's "training_data" holds the tomograms' paths (absolute, as given) and the
+# names of copies of their coordinate files kept in this sub-folder.
+TRAINING_DATA_DIR = "training_data"
+TRAINING_DATA_KEY = "training_data"
+
+
+def record_training_data(folder, tomos, coords, val_tomos=(), val_coords=()):
+    """Copy the coordinate files into `folder`/training_data/{train,val} and return what
+    config.json's "training_data" holds: {tomograms, coords, val_tomograms, val_coords}
+    (tomograms absolute; coordinate copies relative to the folder, so a moved folder still
+    finds them)."""
+    folder = Path(folder)
+    record = {"tomograms": [os.path.abspath(path) for path in tomos],  # links kept: stems pair files
+              "val_tomograms": [os.path.abspath(path) for path in val_tomos]}
+    for key, part, paths in (("coords", "train", coords), ("val_coords", "val", val_coords)):
+        (folder / TRAINING_DATA_DIR / part).mkdir(parents=True, exist_ok=True)
+        record[key] = []
+        for path in paths:
+            name = str(Path(TRAINING_DATA_DIR, part, Path(path).name))
+            data = Path(path).read_bytes()
+            replace_whole(folder / name, lambda temporary: temporary.write_bytes(data))
+            record[key].append(name)
+    return record
+
+
+def training_data(folder, config):
+    """(tomograms, coordinate files, validation tomograms, validation coordinate files) a
+    model folder recorded, coordinate files as paths; None for a folder written before
+    models recorded their training data."""
+    record = config.get(TRAINING_DATA_KEY)
+    if not record:
+        return None
+    folder = Path(folder)
+    return ([Path(p) for p in record["tomograms"]], [folder / p for p in record["coords"]],
+            [Path(p) for p in record.get("val_tomograms", [])], [folder / p for p in record.get("val_coords", [])])
+
+
+# An adapted model's curves: one row per training step, the adaptation term's values
+# (their names depend on the method: discriminator losses and domain accuracies, or the
+# loss on pseudo-labelled or restyled patches).
+ADAPTATION_NAME = "adaptation.csv"
+
+
+def write_adaptation(folder, records):
+    """adaptation.csv from (step, {name: value}) records."""
+    names = list(dict.fromkeys(name for _, values in records for name in values))
+
+    def write(temporary):
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["step"] + names)
+            for step, values in records:
+                writer.writerow([step] + [f"{values[name]:.6g}" if name in values else "" for name in names])
+    replace_whole(Path(folder) / ADAPTATION_NAME, write)
+
+
+def read_adaptation(path):
+    """{column: list of floats} of an adaptation.csv (a file, or the model folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ADAPTATION_NAME
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = list(rows[0]) if rows else ["step"]
+    return {name: [float(row[name]) if row[name] not in ("", None) else math.nan for row in rows] for name in names}
+
+
+def training_data_problem(folder, config):
+    """Why a model folder's recorded training data cannot be used (a sentence), or None."""
+    recorded = training_data(folder, config)
+    if recorded is None:
+        return (f"{folder} does not record its training data (it was trained before models kept it): give its "
+                f"training tomograms and coordinate files")
+    missing = [str(path) for paths in recorded for path in paths if not Path(path).is_file()]
+    if missing:
+        return (f"the training data of {folder} is no longer where it was recorded ({', '.join(missing)}): give its "
+                f"training tomograms and coordinate files")
+    return None

@@ -23,8 +23,8 @@ from .device import autocast_dtype, dtype_name
 from .distributed import SINGLE
 from .errors import InputError
 from .model import build_model
-from .model_folder import (CHECKPOINT_NAME, FORMAT, HISTORY_NAME, WEIGHTS_NAME, epoch_rank, kept_epoch,
-                           read_init_config, write_config, write_history)
+from .model_folder import (CHECKPOINT_NAME, FORMAT, HISTORY_NAME, TRAINING_DATA_KEY, WEIGHTS_NAME, epoch_rank,
+                           kept_epoch, read_init_config, record_training_data, write_config, write_history)
 from .init_model import architecture, load_initial_weights
 from .model_store import load_checkpoint, load_weights, save_checkpoint, save_weights
 from .partial import PARTIAL, annotated_score, partial_targets, validation_note
@@ -177,11 +177,12 @@ def _record(out, row, best, history, model, config, optimisation):
 
 
 def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init_model=None, settings=None,
-          processes=SINGLE, log=print, **options):
+          processes=SINGLE, log=print, extra_loss=None, **options):
     """Train a picking model into the folder `out`; returns a summary dict. `settings` (a
     TrainSettings), or its fields as keyword `options`. `processes` (distributed.Processes):
     this one among several training processes; each trains on its share of every epoch's
-    patches, and the main one alone validates, writes `out` and logs."""
+    patches, and the main one alone validates, writes `out` and logs. `extra_loss`: see
+    train_loop.train_epoch (adapt.py's adaptation terms)."""
     started = time.monotonic()
     settings = settings or TrainSettings(**options)
     out = Path(out)
@@ -242,7 +243,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         log(f"resuming {out} after epoch {first_epoch}/{epochs}")
     elif processes.is_main:
         _clear(out, log)
-    if processes.is_main:
+    if processes.is_main:  # the training data recorded, for `adapt`
+        config[TRAINING_DATA_KEY] = record_training_data(out, tomos, coords, val_tomos, val_coords)
         write_config(out, config)
 
     fits_checks = settings.shape_check and scores_particles
@@ -269,7 +271,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         train_loss = train_epoch(optimisation, sampler, [plan[i] for i in mine],
                                  augmentation_streams(settings.seed, epoch, mine), processes.batch(batch),
                                  augmentation, device, amp_dtype, len(classes) + 1, settings.ce_weight, pace,
-                                 processes, f"epoch {epoch + 1}/{epochs}", relabel)
+                                 processes, f"epoch {epoch + 1}/{epochs}", relabel, extra_loss)
         epochs_done, stop = epoch + 1, False
         if processes.is_main:
             row = {"epoch": epoch + 1, "train_loss": train_loss, **validate(time_budget)}

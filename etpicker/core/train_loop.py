@@ -82,13 +82,15 @@ def _augmented(augmentation, image, label, streams):
 
 
 def train_epoch(optimisation, sampler, plan, streams, batch, augmentation, device, amp_dtype, n_channels,
-                ce_weight, pace=None, processes=SINGLE, description="training", relabel=None):
+                ce_weight, pace=None, processes=SINGLE, description="training", relabel=None, extra_loss=None):
     """One pass over this process's plan (`batch` patches a step, each augmented with its
     stream of `streams`), or until the time is spent (`pace`, budget.Pace): on a slow CPU a
     single epoch can outlast the whole time budget. Every process takes the same number of
     steps and stops at the same one; the loss returned is the mean over all processes'
     patches. Only the main process reports progress. `relabel` (logits, class ids) -> (class
-    ids, taught weight): partial annotations' targets (partial.partial_targets)."""
+    ids, taught weight): partial annotations' targets (partial.partial_targets). `extra_loss(network, image, target)`,
+    when given, is added to each step's loss (the network has just run on `image`; adapt.py's
+    domain-adaptation terms)."""
     network, optimizer, scheduler, scaler = (optimisation.network, optimisation.optimizer, optimisation.scheduler,
                                              optimisation.scaler)
     network.train()
@@ -109,6 +111,8 @@ def train_epoch(optimisation, sampler, plan, streams, batch, augmentation, devic
         target = soft_target(class_ids, label[:, 1], n_channels)
         # Dice over every process's patches
         loss = dice_ce_loss(logits, target, ce_weight, processes.summed, taught)
+        if extra_loss is not None:
+            loss = loss + extra_loss(network, image, target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -4,3 +4,4 @@ from .viewer_labels import EtPickerLabelsViewer
 from .viewer_picks import EtPickerPicksViewer
 from .viewer_scores import EtPickerEvaluationViewer
 from .viewer_pretrain import EtPickerPretrainingViewer
+from .viewer_adapt import EtPickerAdaptationViewer

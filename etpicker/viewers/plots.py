@@ -268,3 +268,27 @@ def draw_pretraining_history(figure, rows, config=None, title='Pre-training'):
     axes.grid(alpha=0.3)
     axes.legend()
     figure.suptitle(f'{title} ({int(epochs[-1])} epochs, {np.nansum(history["seconds"]) / 60:.1f} min)')
+
+
+def draw_adaptation(figure, curves, rows, title='Adaptation'):
+    """An adaptation's curves: its term's values per training step (model_folder.read_adaptation:
+    discriminator losses and domain accuracies, or the loss on pseudo-labelled or restyled
+    patches), and the source's validation F1 per epoch (history rows), which adapting must keep."""
+    figure.set_layout_engine('constrained')
+    term_axes, score_axes = figure.subplots(1, 2)
+    steps = np.array(curves.get('step', []), dtype=float)
+    for name, values in curves.items():
+        if name != 'step':
+            term_axes.plot(steps, values, lw=1, label=name.replace('_', ' '))
+    term_axes.set(title='Adaptation term per step', xlabel='training step', ylabel='value')
+    term_axes.grid(alpha=0.3)
+    if len(curves) > 1:
+        term_axes.legend(fontsize=8)
+    if rows:
+        epochs = [row['epoch'] for row in rows]
+        score_axes.plot(epochs, [row['val_f1'] for row in rows], 'o-', ms=3, lw=2, label='source validation F1')
+        score_axes.legend(loc='lower right')
+        score_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    score_axes.set(title='Source data kept', xlabel='epoch', ylabel='F1', ylim=(0, 1.05))
+    score_axes.grid(alpha=0.3)
+    figure.suptitle(title)

@@ -14,7 +14,7 @@ import torch
 from etpicker.core import distributed, io, simulate, train, train_loop
 from etpicker.core.cli import main
 from etpicker.core.distributed import Processes
-from etpicker.core.model_folder import CHECKPOINT_NAME, HISTORY_NAME, WEIGHTS_NAME
+from etpicker.core.model_folder import CHECKPOINT_NAME, HISTORY_NAME, TRAINING_DATA_DIR, WEIGHTS_NAME
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 # test_cli's end-to-end setting: a model that picks a held-out synthetic tomogram at F1 >= 0.8
@@ -107,7 +107,7 @@ def test_two_gloo_processes_train_a_model_that_picks_at_f1_0_8_and_only_the_main
     assert sum(line.startswith("recipe (") for line in lines) == 1
     assert re.search(r"^shape check particle: ", result.stdout, re.MULTILINE)  # the main process fits them
     assert sorted(path.name for path in model.iterdir()) == sorted(["config.json", CHECKPOINT_NAME, HISTORY_NAME,
-                                                                    WEIGHTS_NAME])
+                                                                    WEIGHTS_NAME, TRAINING_DATA_DIR])
     assert main(["pick", "--model", str(model), "--tomos", str(clicks / "data" / "tomo_001.mrc"),
                  "--out", str(clicks / "picks"), "--device", "cpu", "--min-distance", "8"]) == 0
     capsys.readouterr()

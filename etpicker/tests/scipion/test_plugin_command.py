@@ -144,6 +144,6 @@ def test_scipion_lists_the_four_protocols_and_the_model():
     from pyworkflow.plugin import Domain
     protocols = Domain.getProtocols()
     for name in ("EtPickerProtLabels", "EtPickerProtTrain", "EtPickerProtPick",
-                 "EtPickerProtImportModel"):
+                 "EtPickerProtImportModel", "EtPickerProtAdapt"):
         assert name in protocols and protocols[name]._label
     assert "EtPickerModel" in Domain.getObjects()

@@ -54,7 +54,7 @@ class TestProjectWindow(BaseTest):
         picking = child(child(tree["Tomography"], "Particles"), "Picking")
         listed = [c.value for c in picking.childs]
         for name in ("EtPickerProtLabels", "EtPickerProtTrain", "EtPickerProtPick",
-                     "EtPickerProtImportModel", "EtPickerProtEvaluate"):
+                     "EtPickerProtImportModel", "EtPickerProtEvaluate", "EtPickerProtAdapt"):
             self.assertIn(name, listed)
 
     def test_template_builds_the_whole_picking_graph(self):

@@ -1,0 +1,353 @@
+"""Carry a trained model to new, unlabelled tomograms (`adapt`): fine-tune it on its own
+source training data (read back from the model folder) plus a term that uses the target
+tomograms without labels, then re-tune nothing but the score thresholds.
+
+Every method is one `extra_loss` added to training's own step (train_loop.train_epoch), so
+patch sampling, augmentation, the time budget, validation on the source's held-out data,
+the kept epoch and the model folder are training's:
+
+* `dual-adversarial`: the source document's dual domain adaptation, in 3D. Two
+  discriminators tell source patches from target ones: an image-level one on the
+  bottleneck (the deepest encoder block's output, globally pooled: contrast, noise level,
+  style) and a feature-level one, fully convolutional, on the last decoder block's output
+  just before the 1x1x1 head (the decoder's levels fused through the skips: local
+  differences of the segmentation features). A gradient-reversal layer makes the network
+  maximise what the discriminators minimise (Ganin & Lempitsky's min-max in one backward
+  pass); the discriminators are not part of the saved network.
+* `self-training`: the source model picks the target tomograms; its confident picks (the
+  upper half of each class's picks above its tuned threshold) become weak labels, and the
+  network trains on patches around them beside the source's.
+* `spectrum`: source patches restyled as target ones: every augmented source patch gets
+  the target's 3D power spectrum (its missing wedge, CTF and noise level; estimated from
+  patches of both) by attenuating where the target has less power and adding random-phase
+  noise where it has more, and is trained on with its source labels. Global intensity
+  itself needs no matching: inputs are standardised per tomogram and every layer of the
+  network is instance-normalised over its patch, so brightness and contrast shifts never
+  reach the network; what differs between datasets is the spectrum.
+"""
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .adapt_settings import DEFAULT_ADVERSARIAL_WEIGHT, DEFAULT_METHOD, DEFAULT_MINUTES, METHODS
+from .device import autocast, autocast_dtype, resolve_device
+from .errors import InputError
+from .io import open_tomogram
+from .losses import dice_ce_loss, soft_target
+from .model_folder import (ADAPTATION_NAME, TRAINING_DATA_KEY, read_checked_config, read_config, training_data,
+                           training_data_problem, write_adaptation, write_config)
+from .model_store import load_model
+from .normalise import robust_stats
+from .sampling import PatchSampler, PatchSource
+from .settings import DEFAULT_RELATIVE_MIN_SCORE, TrainSettings
+from .train import train
+from .validation import CandidatePicker
+
+LR_FACTOR = 0.5  # fine-tuning: half the source run's peak learning rate
+SPECTRUM_PATCHES = 48  # patches per domain whose power spectra are averaged
+PSEUDO_LABEL_QUANTILE = 0.5  # of each class's picks above its threshold, the upper half are labels
+
+
+class _TargetPatches:
+    """Random standardised patches of the target tomograms (read from their memory maps)."""
+
+    def __init__(self, tomograms, patch, seed):
+        self.volumes = [(t.data, *robust_stats(t.data, name=str(t.path))) for t in tomograms]
+        small = [str(t.path) for t in tomograms if min(t.data.shape) < patch]
+        if small:
+            raise InputError(f"target tomogram(s) {', '.join(small)} are smaller than the model's {patch}-voxel patch")
+        self.patch = patch
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, size):
+        patches = []
+        for _ in range(size):
+            data, centre, scale = self.volumes[int(self.rng.integers(len(self.volumes)))]
+            lo = [int(self.rng.integers(0, n - self.patch + 1)) for n in data.shape]
+            block = np.asarray(data[lo[0]:lo[0] + self.patch, lo[1]:lo[1] + self.patch, lo[2]:lo[2] + self.patch],
+                               dtype=np.float32)
+            patches.append((block - centre) / scale)
+        return torch.from_numpy(np.stack(patches))[:, None]
+
+
+class _Reversal(torch.autograd.Function):
+    """Identity forward; the gradient times -weight backward."""
+
+    @staticmethod
+    def forward(context, x, weight):
+        context.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(context, grad):
+        return -context.weight * grad, None
+
+
+def _image_discriminator(channels):
+    """One domain logit per patch from the bottleneck's features (global)."""
+    return nn.Sequential(nn.Conv3d(channels, 32, 3, padding=1), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool3d(1),
+                         nn.Flatten(), nn.Linear(32, 1))
+
+
+def _feature_discriminator(channels):
+    """A map of domain logits (one per region about a quarter of the patch wide)."""
+    return nn.Sequential(nn.Conv3d(channels, 16, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+                         nn.Conv3d(16, 32, 3, stride=2, padding=1), nn.LeakyReLU(0.2), nn.Conv3d(32, 1, 1))
+
+
+class _Term:
+    """An extra training loss (train_loop.train_epoch's `extra_loss`) recording its values."""
+
+    def __init__(self, device, amp_dtype):
+        self.device, self.amp_dtype = device, amp_dtype
+        self.records = []  # (step, {name: value})
+
+    def record(self, **values):
+        self.records.append((len(self.records) + 1, values))
+
+
+class DualAdversarial(_Term):
+    """Image-level and feature-level discriminators behind gradient reversal."""
+
+    def __init__(self, model, target, batch, device, amp_dtype, weight=DEFAULT_ADVERSARIAL_WEIGHT, lr=1e-3):
+        super().__init__(device, amp_dtype)
+        self.target, self.batch, self.weight = target, batch, weight
+        self.features = {}
+        # where the discriminators attach: the bottleneck and the features the head reads
+        model.encoders[-1].register_forward_hook(self._keep("image"))
+        model.decoders[-1].register_forward_hook(self._keep("feature"))
+        widths = (model.encoders[-1].convs[0][0].out_channels, model.decoders[-1].convs[0][0].out_channels)
+        self.discriminators = nn.ModuleDict({"image": _image_discriminator(widths[0]),
+                                             "feature": _feature_discriminator(widths[1])}).to(device)
+        self.optimizer = torch.optim.Adam(self.discriminators.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.stepped = False
+
+    def _keep(self, name):
+        def hook(_module, _inputs, output):
+            self.features[name] = output
+        return hook
+
+    def __call__(self, network, _image, _target):
+        # The discriminators' gradients of the previous step came from training's backward.
+        if self.stepped:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.stepped = True
+        source = dict(self.features)  # from the source batch training just ran
+        with autocast(self.device, self.amp_dtype):
+            network(self.target.batch(self.batch).to(self.device))
+        target = dict(self.features)
+        total, values = 0.0, {}
+        for name, discriminator in self.discriminators.items():
+            logits = [discriminator(_Reversal.apply(features[name].float(), self.weight)).flatten()
+                      for features in (source, target)]
+            loss = (F.binary_cross_entropy_with_logits(logits[0], torch.ones_like(logits[0]))
+                    + F.binary_cross_entropy_with_logits(logits[1], torch.zeros_like(logits[1])))
+            accuracy = ((logits[0] > 0).float().mean() + (logits[1] <= 0).float().mean()) / 2
+            total = total + loss
+            values[f"{name}_discriminator_loss"] = loss.item()
+            values[f"{name}_domain_accuracy"] = accuracy.item()
+        self.record(**values)
+        return total
+
+
+class SelfTraining(_Term):
+    """Dice + cross-entropy on target patches around confident pseudo-labels."""
+
+    def __init__(self, sampler, batch, device, amp_dtype, n_channels, ce_weight, seed):
+        super().__init__(device, amp_dtype)
+        self.sampler, self.batch, self.n_channels, self.ce_weight = sampler, batch, n_channels, ce_weight
+        self.rng = np.random.default_rng(seed)
+        self.plan = []
+
+    def __call__(self, network, _image, _target):
+        if len(self.plan) < self.batch:
+            self.plan += self.sampler.epoch_plan(self.rng)
+        chosen, self.plan = self.plan[:self.batch], self.plan[self.batch:]
+        image, label = next(self.sampler.batches(chosen, self.batch))
+        image, label = image.to(self.device), label.to(self.device)
+        target = soft_target(label[:, 0].round().long(), label[:, 1], self.n_channels)
+        with autocast(self.device, self.amp_dtype):
+            logits = network(image)
+        loss = dice_ce_loss(logits, target, self.ce_weight)
+        self.record(pseudo_label_loss=loss.item())
+        return loss
+
+
+def power_spectrum(batch):
+    """Mean |FFT|^2 (rfft layout) of a B x 1 x N^3 batch of standardised patches."""
+    return torch.fft.rfftn(batch[:, 0].double(), dim=(1, 2, 3)).abs().square().mean(dim=0)
+
+
+class SpectrumMatched(_Term):
+    """Source patches given the target's power spectrum, trained on with their labels."""
+
+    def __init__(self, source_batch, target_batch, device, amp_dtype, ce_weight, seed):
+        super().__init__(device, amp_dtype)
+        source, target = power_spectrum(source_batch), power_spectrum(target_batch)
+        self.gain = torch.sqrt((target / source.clamp_min(1e-12)).clamp(max=1.0)).float().to(device)
+        self.noise = torch.sqrt((target - source).clamp_min(0.0)).float().to(device)
+        self.size = source_batch.shape[-1]
+        self.ce_weight = ce_weight
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def restyle(self, image):
+        spectrum = torch.fft.rfftn(image[:, 0].float(), dim=(1, 2, 3)) * self.gain
+        # noise with the target's excess power, random phases (white noise shaped)
+        white = torch.randn(image[:, 0].shape, generator=self.generator, device=image.device)
+        spectrum = spectrum + torch.fft.rfftn(white, dim=(1, 2, 3)) * self.noise / math.sqrt(white[0].numel())
+        styled = torch.fft.irfftn(spectrum, s=image.shape[2:], dim=(1, 2, 3))[:, None]
+        return (styled - styled.mean(dim=(2, 3, 4), keepdim=True)) / styled.std(dim=(2, 3, 4), keepdim=True)
+
+    def __call__(self, network, image, target):
+        with autocast(self.device, self.amp_dtype):
+            logits = network(self.restyle(image))
+        loss = dice_ce_loss(logits, target, self.ce_weight)
+        self.record(restyled_source_loss=loss.item())
+        return loss
+
+
+def source_data(model_dir, config, source_tomos=None, source_coords=None):
+    """(tomograms, coordinate files, validation tomograms, validation coordinate files) of
+    the model's training: those given, else those its folder recorded."""
+    if bool(source_tomos) != bool(source_coords):
+        raise InputError("give both --source-tomos and --source-coords, or neither")
+    if source_tomos:
+        return list(source_tomos), list(source_coords), [], []
+    problem = training_data_problem(model_dir, config)
+    if problem:
+        raise InputError(f"{problem} (--source-tomos and --source-coords)")
+    return training_data(model_dir, config)
+
+
+def _source_settings(config, max_minutes, seed, device):
+    """The source run's TrainSettings, fine-tuning: its recipe, another seed and budget,
+    half its peak learning rate."""
+    fields = TrainSettings.defaults()
+    training = {key: value for key, value in config["training"].items() if key in fields}
+    training.update({key: config[key] for key in ("classes", "particle_diameters", "diameters", "label_type",
+                                                   "voxel_size", "patch", "widths") if key in config})
+    training.update(coordconv=config.get("coordconv", True), max_minutes=max_minutes, seed=seed, device=device,
+                    lr=training.get("lr", 1e-3) * LR_FACTOR)
+    if training.get("val_fraction") is None:  # validated on given tomograms: the default is unused
+        training.pop("val_fraction", None)
+    return TrainSettings(**training)
+
+
+def pseudo_labels(picker, tomograms, log=print):
+    """{tomogram stem: (zyx, class ids)} of the confident picks: per class, the upper
+    PSEUDO_LABEL_QUANTILE of the picks above its tuned score threshold."""
+    classes = picker.config["classes"]
+    thresholds = picker.config.get("relative_min_score", {})
+    picked = {t.stem: picker(t) for t in tomograms}
+    cut = {}
+    for name in classes:
+        scores = np.concatenate([picker.relative_scores(p)[p.names == name] for p in picked.values()])
+        above = scores[scores >= thresholds.get(name, DEFAULT_RELATIVE_MIN_SCORE)]
+        cut[name] = np.quantile(above, PSEUDO_LABEL_QUANTILE) if len(above) else math.inf
+    labels = {}
+    for stem, picks in picked.items():
+        relative = picker.relative_scores(picks)
+        keep = relative >= np.array([cut[name] for name in picks.names]) if len(picks) else np.zeros(0, bool)
+        kept = picks.subset(keep)
+        labels[stem] = (kept.xyz[:, ::-1].copy(), np.array([classes.index(n) + 1 for n in kept.names], np.int64))
+    ids = np.concatenate([class_ids for _, class_ids in labels.values()])
+    counts = {name: int(np.sum(ids == i + 1)) for i, name in enumerate(classes)}
+    log("pseudo-labels on the target: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    return labels
+
+
+def adapt(model_dir, target_tomos, out, *, source_tomos=None, source_coords=None, method=DEFAULT_METHOD,
+          max_minutes=DEFAULT_MINUTES, seed=0, device="auto", adversarial_weight=DEFAULT_ADVERSARIAL_WEIGHT,
+          log=print):
+    """Adapt the model in `model_dir` to the unlabelled `target_tomos`; the adapted model
+    goes to the folder `out` (a plain model: pick it as any other). Returns train()'s
+    summary with the method's curves."""
+    started = time.monotonic()
+    if method not in METHODS:
+        raise InputError(f"unknown adaptation method {method!r}; choose one of {', '.join(METHODS)}")
+    model_dir, out = Path(model_dir), Path(out)
+    if out.resolve() == model_dir.resolve():
+        raise InputError(f"--out {out} is the source model itself; write the adapted model to another folder")
+    if not target_tomos:
+        raise InputError("give the target tomograms (--tomos)")
+    if not (max_minutes > 0 and math.isfinite(max_minutes)):
+        raise InputError(f"--max-minutes must be positive, got {max_minutes}")
+    config = read_checked_config(model_dir)
+    if "training" not in config:
+        raise InputError(f"{model_dir}/config.json holds no training settings; only a model trained by etpicker "
+                         f"can be adapted")
+    tomos, coords, val_tomos, val_coords = source_data(model_dir, config, source_tomos, source_coords)
+    settings = _source_settings(config, max_minutes, seed, device)
+    targets = [open_tomogram(path, settings.voxel_size) for path in target_tomos]
+    torch_device = resolve_device(device)
+    amp_dtype = autocast_dtype(torch_device, settings.amp)
+    batch, patch = settings.batch, settings.patch
+    log(f"adapting {model_dir} to {len(targets)} target tomogram(s) by {method}, source data: {len(tomos)} "
+        f"tomogram(s), {max_minutes:g} min, seed {seed}")
+    source_model, _ = load_model(model_dir, torch_device)
+    target_patches = _TargetPatches(targets, patch, seed)
+    n_channels = len(config["classes"]) + 1
+    if method == "self-training":
+        picker = CandidatePicker(source_model, config, config["pad"], 4, torch_device, settings.amp)
+        labels = pseudo_labels(picker, targets, log)
+        sources = [PatchSource(t.data, *robust_stats(t.data, name=str(t.path)), labels[t.stem][0],
+                               labels[t.stem][1], np.ones(len(labels[t.stem][0]), bool), t.data.shape)
+                   for t in targets if len(labels[t.stem][0])]
+        if not sources:
+            raise InputError("the source model picks nothing confidently on the target tomograms: self-training "
+                             "has no pseudo-labels; choose another --method")
+        sampler = PatchSampler(sources, config["diameters"], config["label_type"], patch, 0.0,
+                               max_offset=patch // 2 - config["pad"])
+        term = SelfTraining(sampler, batch, torch_device, amp_dtype, n_channels, settings.ce_weight, seed)
+    elif method == "spectrum":
+        source_patches = _TargetPatches([open_tomogram(p, settings.voxel_size) for p in tomos], patch, seed + 1)
+        term = SpectrumMatched(source_patches.batch(SPECTRUM_PATCHES), target_patches.batch(SPECTRUM_PATCHES),
+                               torch_device, amp_dtype, settings.ce_weight, seed)
+    else:
+        term = None  # built on the network train() loads (the hooks attach to it)
+    left = max_minutes - (time.monotonic() - started) / 60  # the pseudo-labels' picking counts
+    if left <= 0:
+        raise InputError(f"--max-minutes {max_minutes:g} was spent before training began (picking the target)")
+    settings = TrainSettings(**{**settings.to_json(), "max_minutes": left})
+    if term is None:
+        term = _LazyAdversarial(target_patches, batch, torch_device, amp_dtype, adversarial_weight)
+    summary = train(tomos, coords, out, val_tomos=val_tomos, val_coords=val_coords, init_model=model_dir,
+                    settings=settings, log=log, extra_loss=term)
+    records = term.records
+    write_adaptation(out, records)
+    adapted = read_config(out)
+    adapted["adaptation"] = {"source_model": str(model_dir.resolve()),
+                             "target_tomograms": [str(Path(p).resolve()) for p in target_tomos], "method": method,
+                             "max_minutes": max_minutes, "minutes": round((time.monotonic() - started) / 60, 2),
+                             "seed": seed, "adversarial_weight": adversarial_weight if method == "dual-adversarial" else None,
+                             "source_training_data": config.get(TRAINING_DATA_KEY)}
+    write_config(out, adapted)
+    log(f"adapted model in {out} ({adapted['adaptation']['minutes']:g} min; curves in {out / ADAPTATION_NAME})")
+    return {**summary, "records": records}
+
+
+class _LazyAdversarial:
+    """DualAdversarial built at its first call, on the network train() loaded from the
+    source model (train() builds it; the hooks must sit on that very network)."""
+
+    def __init__(self, target, batch, device, amp_dtype, weight):
+        self.arguments = (target, batch, device, amp_dtype, weight)
+        self.term = None
+        self.records = []
+
+    def __call__(self, network, image, target):
+        if self.term is None:
+            model = getattr(network, "module", network)  # inside DistributedDataParallel
+            target_patches, batch, device, amp_dtype, weight = self.arguments
+            self.term = DualAdversarial(model, target_patches, batch, device, amp_dtype, weight)
+            self.term.records = self.records
+            # the hooks were not there for the source batch this step ran on: run it again
+            with autocast(device, amp_dtype):
+                network(image)
+        return self.term(network, image, target)
