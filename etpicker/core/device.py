@@ -3,7 +3,7 @@ the process keeps the memory of its CPU tensors."""
 import ctypes
 import ctypes.util
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -63,19 +63,37 @@ def autocast(device, dtype):
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536  # their defaults
 
 
-def keep_freed_memory():
-    """Have glibc keep freed memory for reuse instead of returning it to the system.
-
-    It maps every block over 32 MB on its own and unmaps it when freed, so each layer of a
-    large tile's forward pass faulted all its pages in again: 40 % of the CPU time went to
-    the kernel (bench/README.md). Kept in the heap, they are reused. True where applied
-    (Linux with glibc); elsewhere nothing changes."""
+def _glibc():
+    """The C library when it is glibc (it has mallopt and malloc_trim), else None."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+@contextmanager
+def freed_memory_kept():
+    """While it is open, glibc keeps freed memory for reuse instead of returning it to the
+    system; it yields whether that applies (Linux with glibc).
+
+    glibc maps every block over 32 MB on its own and unmaps it when freed, so each layer of a
+    large tile's forward pass faulted all its pages in again: 40 % of the CPU time went to
+    the kernel (bench/README.md). On leaving, glibc's defaults come back and the memory kept
+    goes back to the system, so what runs next (MP-NMS over the whole class map) does not
+    stack on it: kept for a whole pick, a 300×1024×1024 tomogram's peaked at 3.25 GB."""
+    libc = _glibc()
+    kept = libc is not None and bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    try:
+        yield kept
+    finally:
+        if kept:
+            libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)

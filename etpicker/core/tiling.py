@@ -6,7 +6,7 @@ from itertools import product
 import numpy as np
 import torch
 
-from .device import autocast
+from .device import autocast, freed_memory_kept
 from .errors import InputError
 from .io import release_pages
 from .prefetch import prefetch
@@ -16,7 +16,7 @@ from .settings import PATCH_MULTIPLE, check_pad, check_probability_threshold
 
 # Peak memory of the network's forward pass, per voxel of its input and per channel of its
 # first level: about 860 bytes per voxel with 16 channels, normalised over patch-sized cells
-# and freed memory kept for reuse (device.keep_freed_memory): a pick of a 128×256×256
+# and freed memory kept for reuse (device.freed_memory_kept): a pick of a 128×256×256
 # tomogram in 128×64×256 tiles peaked at 2.26 GB.
 ACTIVATION_BYTES = 54
 CPU_NETWORK_MEMORY = 1.5 * 1024 ** 3  # what one network call may hold on a CPU
@@ -174,22 +174,23 @@ def segment(model, volume, centre, scale, tile, pad, batch=4, device="cpu", thre
     model.eval()
     profile = profile or Profile()
     batches = profile.waiting(prefetch(tile_batches(volume, tiles, tile, batch, centre, scale)), "reading")
-    for chunk, inputs in tracked(batches, -(-len(tiles) // batch), description, "tile batches"):
-        with profile.step("network"), torch.no_grad():
-            inputs = torch.from_numpy(inputs).unsqueeze(1).to(device)
-            with autocast(device, amp_dtype):
-                logits = model(inputs)
-            probabilities = torch.softmax(logits.float(), dim=1)
-            foreground = 1 - probabilities[:, 0]
-            best_class = probabilities[:, 1:].argmax(dim=1)
-            labels = torch.where(foreground >= threshold, best_class + 1, 0).to(torch.uint8).cpu().numpy()
-            foreground = foreground.cpu().numpy() if probability_out is not None else None
-        with profile.step("assembling"):
-            for i, kept in enumerate(chunk):
-                inside = tuple(slice(s - o, e - o) for o, s, e in zip(kept.origin, kept.keep_start, kept.keep_stop))
-                target = tuple(slice(s, e) for s, e in zip(kept.keep_start, kept.keep_stop))
-                class_map[target] = labels[i][inside]
-                if foreground is not None:
-                    probability_out[target] = foreground[i][inside]
-            release_pages(volume)
+    with freed_memory_kept():
+        for chunk, inputs in tracked(batches, -(-len(tiles) // batch), description, "tile batches"):
+            with profile.step("network"), torch.no_grad():
+                inputs = torch.from_numpy(inputs).unsqueeze(1).to(device)
+                with autocast(device, amp_dtype):
+                    logits = model(inputs)
+                probabilities = torch.softmax(logits.float(), dim=1)
+                foreground = 1 - probabilities[:, 0]
+                best_class = probabilities[:, 1:].argmax(dim=1)
+                labels = torch.where(foreground >= threshold, best_class + 1, 0).to(torch.uint8).cpu().numpy()
+                foreground = foreground.cpu().numpy() if probability_out is not None else None
+            with profile.step("assembling"):
+                for i, kept in enumerate(chunk):
+                    inside = tuple(slice(s - o, e - o) for o, s, e in zip(kept.origin, kept.keep_start, kept.keep_stop))
+                    target = tuple(slice(s, e) for s, e in zip(kept.keep_start, kept.keep_stop))
+                    class_map[target] = labels[i][inside]
+                    if foreground is not None:
+                        probability_out[target] = foreground[i][inside]
+                release_pages(volume)
     return class_map

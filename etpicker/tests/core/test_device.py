@@ -31,30 +31,50 @@ def test_mixed_precision_only_where_it_pays_and_never_when_off():
         assert layer(torch.ones(1, 4)).dtype == torch.float32
 
 
-FAULTS_OF_A_SECOND_FORWARD_PASS = """import resource, sys, torch
-from etpicker.core.device import keep_freed_memory
+FAULTS_OF_A_SECOND_FORWARD_PASS = """import contextlib, resource, sys, torch
+from etpicker.core.device import freed_memory_kept
 from etpicker.core.model import ResUNet3D
-applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 torch.set_num_threads(1)
 model = ResUNet3D(1, widths=(16, 16, 16, 16), coordconv=False).eval()
 tile = torch.randn(1, 1, 64, 104, 128)  # 16 channels of it are 54 MB: glibc maps such blocks alone
-with torch.no_grad():
+with (freed_memory_kept() if sys.argv[1] == "keep" else contextlib.nullcontext(False)) as applied, torch.no_grad():
     model(tile)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     model(tile)
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
+# What picking does after segmenting (MP-NMS over the whole class map) must not stack on
+# the memory kept for the network: leaving freed_memory_kept gives it back.
+RESIDENT_AFTER_LEAVING = """import torch
+from etpicker.core.device import freed_memory_kept
+def resident_mb():
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 / 2 ** 20
+with freed_memory_kept() as applied:
+    blocks = [torch.ones(64, 2 ** 20) for _ in range(8)]  # 8 x 256 MB, written
+    del blocks
+    kept = resident_mb()
+print(applied, round(kept), round(resident_mb()))
+"""
+
+
+def run_child(code, *args):
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_a_forward_pass_reuses_freed_memory_instead_of_faulting_its_pages_in_again():
-    def faults(mode):
-        done = subprocess.run([sys.executable, "-c", FAULTS_OF_A_SECOND_FORWARD_PASS, mode], capture_output=True,
-                              text=True, check=True)
-        applied, count = done.stdout.split()
-        return applied == "True", int(count)
+    _, plain = run_child(FAULTS_OF_A_SECOND_FORWARD_PASS, "plain")
+    applied, kept = run_child(FAULTS_OF_A_SECOND_FORWARD_PASS, "keep")
+    assert int(plain) >= 100_000  # every layer's 54 MB output faulted in page by page (4 kB)
+    assert applied == "True" and int(kept) < int(plain) / 10
 
-    _, plain = faults("plain")
-    applied, kept = faults("keep")
-    assert plain >= 100_000  # every layer's 54 MB output faulted in page by page (4 kB)
-    assert applied and kept < plain / 10
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_the_memory_kept_for_the_network_goes_back_to_the_system_afterwards():
+    applied, kept, after = run_child(RESIDENT_AFTER_LEAVING)
+    assert applied == "True"
+    assert int(kept) > 1500  # freed, but kept for reuse while the network runs
+    assert int(after) < int(kept) - 1500
