@@ -298,13 +298,9 @@ def main(argv=None):
                              "partial:RULE trains partial with another of core/partial.py's rules")
     args = parser.parse_args(argv)
 
-    def log(message, **_):
-        print(message, flush=True)
-
-    try:
-        templates = realistic.load_templates()
-    except realistic.TemplatesMissing as error:
-        print(f"bench_accuracy: {error}", file=sys.stderr)
+    log = realistic.print_line
+    templates = realistic.load_templates_or_report("bench_accuracy")
+    if templates is None:
         return 2
     targets = tuple(args.targets.split(","))
     classes = sorted(targets)  # the core's class order when --classes is not given

@@ -123,13 +123,9 @@ def main(argv=None):
     parser.add_argument("--synthetic", action="store_true", help="the core test's quick case (see above)")
     args = parser.parse_args(argv)
 
-    def log(message, **_):
-        print(message, flush=True)
-
-    try:
-        templates = realistic.load_templates()
-    except realistic.TemplatesMissing as error:
-        print(f"bench_adapt: {error}", file=sys.stderr)
+    log = realistic.print_line
+    templates = realistic.load_templates_or_report("bench_adapt")
+    if templates is None:
         return 2
     targets = tuple(args.targets.split(","))
     diameters = [templates[name].diameter for name in sorted(targets)]

@@ -88,13 +88,9 @@ def main(argv=None):
                              "instead of training it again (keeps a locked run short)")
     args = parser.parse_args(argv)
 
-    def log(message, **_):
-        print(message, flush=True)
-
-    try:
-        templates = realistic.load_templates()
-    except realistic.TemplatesMissing as error:
-        print(f"bench_pretrain: {error}", file=sys.stderr)
+    log = realistic.print_line
+    templates = realistic.load_templates_or_report("bench_pretrain")
+    if templates is None:
         return 2
     targets = realistic.DEFAULT_TARGETS
     classes = sorted(targets)

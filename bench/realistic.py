@@ -85,6 +85,22 @@ def load_templates(folder=TEMPLATES_DIR):
     return templates
 
 
+
+def load_templates_or_report(program):
+    """The templates for a benchmark's main(), or None after saying on stderr why they are
+    missing (the benchmark then exits with 2)."""
+    try:
+        return load_templates()
+    except TemplatesMissing as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        return None
+
+
+def print_line(message, **_):
+    """A benchmark's log: one line, flushed at once (runs are followed through tee and locks)."""
+    print(message, flush=True)
+
+
 def rotated(template, rotation):
     """The template rotated about its centre of mass, in an odd cube centred on it."""
     half = int(np.ceil(template.radius))
