@@ -32,7 +32,7 @@ from .settings import ANNOTATION_MODES
 COMPLETE, PARTIAL = ANNOTATION_MODES
 IGNORE_CONFIDENCE = 0.5  # class probability that makes an unannotated voxel part of a found particle
 RULES = ("ignore", "weight", "self")  # the rules measured (bench/README.md); RULE is partial's
-RULE = "ignore"
+RULE = "ignore"  # realistic, 30 % annotated: class-agnostic F1 0.859, self 0.412, complete 0.691
 UNLABELLED_WEIGHT = 0.3  # the "weight" rule's loss weight of unlabelled voxels far from annotations
 
 
