@@ -79,9 +79,9 @@ def main(argv=None):
     parser.add_argument("--train-minutes", type=float, default=15.0)
     parser.add_argument("--objectives", nargs="+", default=list(PRETRAIN_OBJECTIVES), choices=PRETRAIN_OBJECTIVES)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--train-args", default="--no-shape-check",
-                        help="extra options for every `train` (default: %(default)s: the shape check assumes "
-                             "complete annotations)")
+    parser.add_argument("--train-args", default="--annotations partial",
+                        help="extra options for every `train` (default: %(default)s: the particles not among "
+                             "the few annotated are in the tomograms too)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse-scratch", action="store_true",
                         help="score the from-scratch model an earlier run left in --out with the same settings "

@@ -33,10 +33,10 @@ class EtPickerProtPretrain(EtPickerProtBase):
         form.addSection(label="Pre-training")
         form.addParam("objective", params.EnumParam, choices=OBJECTIVES,
                       default=OBJECTIVES.index(DEFAULTS["objective"]), label="Objective",
-                      help="regions: the network divides each patch into regions of similar "
+                      help="masked: the network restores blocks of the patch hidden by noise "
+                           "(measured best). regions: it divides each patch into regions of similar "
                            "structure by its own features and learns to tell them apart (grey-level "
-                           "and semantic contrast between two augmented views). masked: it restores "
-                           "blocks of the patch hidden by noise.")
+                           "and semantic contrast between two augmented views).")
         form.addParam("maxMinutes", params.FloatParam, default=15.0, label="Time budget (minutes)",
                       help="Wall-clock minutes of pre-training; the learning rate anneals over them. "
                            "0: no budget (the epochs below).")

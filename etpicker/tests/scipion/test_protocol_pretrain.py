@@ -38,7 +38,7 @@ class TestPretrainProtocol(BaseTest):
         self.assertIsInstance(model, EtPickerPretrainedModel)
         self.assertEqual(model.missingFiles(), [])
         self.assertAlmostEqual(model.getVoxelSize(), VOXEL_SIZE, places=3)
-        self.assertEqual(model.getObjective(), "regions")
+        self.assertEqual(model.getObjective(), "masked")  # the default
         config = read_config(model.getPath())
         self.assertEqual((config["kind"], config["widths"], config["patch"]), (PRETRAINED_KIND, [4, 8, 8, 8], 16))
         losses = [row["loss"] for row in read_pretrain_history(model.getPath())]
