@@ -61,7 +61,7 @@ def test_adapt_writes_a_plain_model_with_its_provenance_and_the_dual_adversarial
     provenance = config["adaptation"]
     assert provenance["method"] == "dual-adversarial" and provenance["seed"] == 3
     assert provenance["source_model"] == str((folder / "model").resolve())
-    assert provenance["target_tomograms"] == [str(target.resolve())] and 0 < provenance["minutes"] < 1
+    assert provenance["target_tomograms"] == [str(target.resolve())] and 0 <= provenance["minutes"] < 1  # rounded to 0.01
     # the adapted network is the plain ResUNet: no discriminator in its weights
     model, _ = load_model(out)
     source, _ = load_model(folder / "model")
@@ -110,10 +110,12 @@ def _f1(model_dir, pairs):
     return metrics.evaluate_many(picked, {"particle": 2.75})["all"]["f1"]
 
 
-def test_adapting_to_noisier_tomograms_with_a_narrower_tilt_range_raises_their_f1(tmp_path):
+def test_adapting_to_noisier_tomograms_with_a_narrower_tilt_range_keeps_both_domains_f1(tmp_path):
     """A model trained at SNR 4 with +-60 degree tilts picks SNR 0.5, +-30 degree tomograms
-    worse; the default adaptation, without their labels, raises their F1 and keeps the
-    source's. (Measured: F1 on the target 0.67 -> 0.85, on the source 0.94 -> 0.95.)"""
+    worse; the default adaptation, without their labels, must not cost F1 on either domain.
+    It raised the target's on a CPU without native bfloat16 (0.67 -> 0.85, source 0.94 ->
+    0.95) but not on one with it (0.656 -> 0.635; float32 there 0.670 -> 0.682), nor on the
+    realistic shift (bench/README.md): that it raises F1 is not established, so not asserted."""
     torch.set_num_threads(1)
     source = [_write(tmp_path, f"s{i}", 4.0, 60, i) for i in range(2)]
     target = [_write(tmp_path, f"t{i}", 0.5, 30, 10 + i) for i in range(2)]
@@ -121,5 +123,5 @@ def test_adapting_to_noisier_tomograms_with_a_narrower_tilt_range_raises_their_f
     adapt.adapt(tmp_path / "source", [tomo for tomo, _ in target], tmp_path / "adapted", max_minutes=0.5, seed=2,
                 device="cpu", log=lambda _: None)
     before, after = _f1(tmp_path / "source", target), _f1(tmp_path / "adapted", target)
-    assert after >= before + 0.08, (before, after)
+    assert after >= before - 0.05, (before, after)
     assert _f1(tmp_path / "adapted", source[1:]) >= _f1(tmp_path / "source", source[1:]) - 0.03
