@@ -76,5 +76,6 @@ def test_a_forward_pass_reuses_freed_memory_instead_of_faulting_its_pages_in_aga
 def test_the_memory_kept_for_the_network_goes_back_to_the_system_afterwards():
     applied, kept, after = run_child(RESIDENT_AFTER_LEAVING)
     assert applied == "True"
-    assert int(kept) > 1500  # freed, but kept for reuse while the network runs
-    assert int(after) < int(kept) - 1500
+    # Inside, glibc mostly keeps the 2 GB (reuse is the page-fault test's): in one CI run its
+    # heap could not grow and it mapped the blocks on their own, freeing them at once.
+    assert int(after) < 600 and int(after) <= int(kept)  # the 2 GB are not resident after leaving
