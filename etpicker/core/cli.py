@@ -263,8 +263,8 @@ def _add_pretrain(subparsers):
         "pretrain", help="pre-train a network on unlabelled tomograms (self-supervised)",
         description="Learn the 3D-ResUNet's encoder and decoder from unlabelled tomograms, for train --init-model: "
                     "'masked' restores blocks of each patch hidden by noise; 'regions' divides each patch into "
-                    "regions by the network's own features and contrasts them (grey-level and semantic losses). Patches stream from the "
-                    "tomograms' memory maps; a line per epoch.")
+                    "regions by the network's own features and contrasts them (grey-level and semantic losses). "
+                    "Patches stream from the tomograms' memory maps; a line per epoch.")
     parser.add_argument("--tomos", required=True, nargs="+", type=Path, metavar="T.mrc")
     parser.add_argument("--out", required=True, type=Path, metavar="PRETRAINED_DIR")
     parser.add_argument("--objective", choices=PRETRAIN_OBJECTIVES, default=PRETRAIN_DEFAULTS["objective"],
