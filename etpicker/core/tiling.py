@@ -153,20 +153,30 @@ def tile_batches(volume, tiles, tile, batch, centre, scale):
         yield chunk, (inputs - centre) / scale
 
 
-def segment(model, volume, centre, scale, tile, pad, batch=4, device="cpu", threshold=0.5,
-            probability_out=None, amp_dtype=None, description="segmenting", profile=None):
-    """Segment `volume` (a [z, y, x] array or memory map) into a uint8 class map.
+def classify(logits, threshold):
+    """(uint8 class labels, foreground probability) of tiles' logits (tiles x classes x voxels).
 
     A voxel is foreground when 1 - p_background >= threshold, and then gets the most
     probable foreground class: thresholding each class alone loses voxels whose
-    probability is shared between similar classes early in training. Tiles are read lazily, on
-    a background thread while the network runs, and only a few batches of them are in memory
-    at a time. `probability_out`, when given (an array of the volume's shape, e.g. a
-    writable memory map), receives the foreground probability 1 - p_background (float32).
+    probability is shared between similar classes early in training."""
+    probabilities = torch.softmax(logits.float(), dim=1)
+    foreground = 1 - probabilities[:, 0]
+    best_class = probabilities[:, 1:].max(dim=1).indices  # argmax over a strided dim is 40x slower
+    return torch.where(foreground >= threshold, best_class + 1, 0).to(torch.uint8), foreground
+
+
+def segment(model, volume, centre, scale, tile, pad, batch=4, device="cpu", threshold=0.5,
+            probability_out=None, amp_dtype=None, description="segmenting", profile=None):
+    """Segment `volume` (a [z, y, x] array or memory map) into a uint8 class map (classify).
+
+    Tiles are read lazily, on a background thread while the network runs, and only a few
+    batches of them are in memory at a time. `probability_out`, when given (an array of the
+    volume's shape, e.g. a writable memory map), receives the foreground probability
+    1 - p_background (float32).
     The network runs in `amp_dtype` (device.autocast_dtype; None: float32). The model is
     left in eval mode. `profile` (a Profile) gets the seconds of reading, of the network and
-    of assembling the class map. `tile`: voxels of each tile, one number or z, y, x
-    (choose_tile)."""
+    of assembling the class map (classifying the kept voxels). `tile`: voxels of each tile,
+    one number or z, y, x (choose_tile)."""
     check_probability_threshold(threshold)
     device = torch.device(device)
     class_map = np.zeros(volume.shape, dtype=np.uint8)
@@ -180,17 +190,23 @@ def segment(model, volume, centre, scale, tile, pad, batch=4, device="cpu", thre
                 inputs = torch.from_numpy(inputs).unsqueeze(1).to(device)
                 with autocast(device, amp_dtype):
                     logits = model(inputs)
-                probabilities = torch.softmax(logits.float(), dim=1)
-                foreground = 1 - probabilities[:, 0]
-                best_class = probabilities[:, 1:].argmax(dim=1)
-                labels = torch.where(foreground >= threshold, best_class + 1, 0).to(torch.uint8).cpu().numpy()
-                foreground = foreground.cpu().numpy() if probability_out is not None else None
-            with profile.step("assembling"):
+            # Only each tile's kept centre is classified: a patch-sized tile keeps a quarter
+            # of its voxels, and classifying all of them took a third of the time. Tiles that
+            # keep the same part of themselves (all but those at faces) are classified together.
+            with profile.step("assembling"), torch.no_grad():
+                by_inside = {}  # (start, stop) per axis inside the tile: the tiles keeping it
                 for i, kept in enumerate(chunk):
-                    inside = tuple(slice(s - o, e - o) for o, s, e in zip(kept.origin, kept.keep_start, kept.keep_stop))
-                    target = tuple(slice(s, e) for s, e in zip(kept.keep_start, kept.keep_stop))
-                    class_map[target] = labels[i][inside]
-                    if foreground is not None:
-                        probability_out[target] = foreground[i][inside]
+                    inside = tuple((s - o, e - o) for o, s, e in zip(kept.origin, kept.keep_start, kept.keep_stop))
+                    by_inside.setdefault(inside, []).append(i)
+                for inside, members in by_inside.items():
+                    part = (members, slice(None)) + tuple(slice(*bounds) for bounds in inside)
+                    labels, foreground = classify(logits[part], threshold)
+                    labels = labels.cpu().numpy()
+                    foreground = foreground.cpu().numpy() if probability_out is not None else None
+                    for j, i in enumerate(members):
+                        target = tuple(slice(s, e) for s, e in zip(chunk[i].keep_start, chunk[i].keep_stop))
+                        class_map[target] = labels[j]
+                        if foreground is not None:
+                            probability_out[target] = foreground[j]
                 release_pages(volume)
     return class_map

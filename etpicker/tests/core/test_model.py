@@ -80,3 +80,21 @@ def test_a_larger_input_is_normalised_over_patch_sized_cells():
             torch.testing.assert_close(tile[..., cell][..., inner], alone[..., inner], atol=1e-4, rtol=1e-4)
         whole = torch.nn.functional.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
         assert (tile[..., :5] - whole[..., :5]).abs().mean() > 0.1  # what the tile's statistics would give
+
+
+def test_picking_without_gradients_gives_the_training_forward_and_follows_new_weights():
+    """Without gradients CoordConv's share is a cached field (ResidualBlock._first_conv): it
+    must equal joining the channels, and a change of weights must not leave it stale."""
+    torch.manual_seed(0)
+    model = ResUNet3D(2, widths=(4, 8, 8, 8)).eval()
+    x = torch.randn(2, 1, 16, 24, 16)
+    with torch.no_grad():
+        cached = model(x)
+    joined = model(x).detach()  # gradients on: the channels joined to the input
+    assert torch.allclose(cached, joined, atol=1e-5)
+    other = ResUNet3D(2, widths=(4, 8, 8, 8))
+    model.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        after = model(x)
+    assert torch.allclose(after, other.eval()(x).detach(), atol=1e-5)
+    assert not torch.allclose(after, cached, atol=1e-3)
