@@ -48,7 +48,7 @@ from etpicker.core.profile import Profile  # noqa: E402
 from etpicker.core.sampling import PatchSampler, PatchSource  # noqa: E402
 from etpicker.core.tiling import (batch_for, choose_tile, max_tile_voxels, segment, tile_batches,  # noqa: E402
                                   tile_origins)
-from etpicker.core.settings import DEFAULT_WIDTHS, default_pad  # noqa: E402
+from etpicker.core.settings import DEFAULT_WIDTHS, TrainSettings, default_pad  # noqa: E402
 
 SECTIONS = ("inference", "nms", "train", "memory", "pick")
 REFERENCE_PICK_PAD = 18  # the reference's picking margin for a 72-voxel patch
@@ -57,6 +57,7 @@ LABEL_DIAMETERS = (9, 13, 17)  # weak-label diameters of the three benchmark cla
 MEMORY_LIMIT = 3 * 1024 ** 3
 NARROW_WIDTHS = (4, 8, 8, 8)
 GB = 1024 ** 3
+COORDCONV = TrainSettings.defaults()["coordconv"]  # train's default network
 
 
 def log(message=""):
@@ -141,7 +142,7 @@ def bench_inference(args, device, out):
     shape = (40, 72, 72) if args.quick else (200, 512, 512)
     patch, batch = 72, args.batch
     pad = default_pad(patch)  # what a model trained with this patch picks with
-    model = ResUNet3D(N_CLASSES, coordconv=False).to(device)  # train's default
+    model = ResUNet3D(N_CLASSES, coordconv=COORDCONV).to(device)
     total_tiles = len(tile_origins(shape, patch, pad))
     amp_dtype = autocast_dtype(device, args.amp)
     log(f"\n[inference] segment(), default widths, patch {patch}, pad {pad}, batch {batch}, "
@@ -203,7 +204,8 @@ def bench_inference(args, device, out):
     tile = choose_tile(measured_shape, patch, pad, max_voxels)
     profile = Profile()
     started = time.perf_counter()
-    segment(model, volume, 0.0, 1.0, tile, pad, batch=batch_for(tile, batch, max_voxels), device=device,
+    without_coordconv = ResUNet3D(N_CLASSES, coordconv=False).to(device)  # what picks with larger tiles
+    segment(without_coordconv, volume, 0.0, 1.0, tile, pad, batch=batch_for(tile, batch, max_voxels), device=device,
             amp_dtype=amp_dtype, profile=profile)
     synchronise(device)
     automatic = time.perf_counter() - started
@@ -248,7 +250,7 @@ def bench_nms(args, device, out):
 
 def bench_train(args, device, out):
     batch, patch = (2, 32) if args.quick else (8, 72)
-    model = ResUNet3D(N_CLASSES, coordconv=False).to(device)  # train's default.train()
+    model = ResUNet3D(N_CLASSES, coordconv=COORDCONV).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     rng = np.random.default_rng(3)
     images = torch.from_numpy(rng.standard_normal((batch, 1, patch, patch, patch),
@@ -323,7 +325,7 @@ def write_model(folder, widths, patch, pad):
     """A model folder as train writes one, with untrained weights of the given widths."""
     config = {"format": 1, "classes": [f"c{i}" for i in range(1, N_CLASSES + 1)],
               "diameters": list(LABEL_DIAMETERS), "label_type": "tball", "voxel_size": 10.0,
-              "patch": patch, "pad": pad, "widths": list(widths), "coordconv": False,
+              "patch": patch, "pad": pad, "widths": list(widths), "coordconv": COORDCONV,
               "pyramid": True, "normalisation": "robust-standardise", "version": __version__}
     folder.mkdir(parents=True, exist_ok=True)
     model_folder.write_config(folder, config)
