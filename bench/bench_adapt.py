@@ -7,7 +7,9 @@ Each case changes one of these (or all together) for the target. Reported per ca
 unadapted, each adaptation method, a control (the source model fine-tuned as long on its
 own data alone: what adapting gains beyond training longer), trained on the labelled
 target, the share of the gap each method recovers ((adapted - unadapted) / (target-trained
-- unadapted)), and the source test F1 after adapting (it must stay within 0.02).
+- unadapted)), and the source test F1 after adapting (it must stay within 0.02). The source
+model and each case's target-trained model are trained once and reused from --out, so that
+methods run later are compared with the same references.
 
 Usage (the acceptance's budget is --minutes 15: hours on 2 CPU cores):
     python bench/bench_adapt.py [--cases all] [--minutes 15] [--shape 128 256 256] [--seed 0]
@@ -156,7 +158,8 @@ def main(argv=None):
         target_train, target_test = target[:args.n_train], target[args.n_train:]
         log(f"\n== case {case}: {imaging} ==")
         row = {"case": case, "unadapted": f1_of(source_model, target_test, run_dir, "unadapted", diameters, args, log)}
-        train(target_train, run_dir / "target_model", args.minutes, diameters, args, log)
+        if not (run_dir / "target_model" / model_folder.WEIGHTS_NAME).is_file():  # reused, as the source model
+            train(target_train, run_dir / "target_model", args.minutes, diameters, args, log)
         row["target-trained"] = f1_of(run_dir / "target_model", target_test, run_dir, "target_trained", diameters,
                                       args, log)
         if not args.no_control:  # the same extra training, on the source alone

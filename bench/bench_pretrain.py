@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for
 import realistic  # noqa: E402  (same folder)
 from bench_accuracy import core, evaluate, gt_folder, summarise  # noqa: E402
 from etpicker.core import io  # noqa: E402
+from etpicker.core.model_folder import WEIGHTS_NAME  # noqa: E402
 from etpicker.core.settings import PRETRAIN_OBJECTIVES  # noqa: E402
 
 
@@ -86,6 +87,9 @@ def main(argv=None):
     parser.add_argument("--reuse-scratch", action="store_true",
                         help="score the from-scratch model an earlier run left in --out with the same settings "
                              "instead of training it again (keeps a locked run short)")
+    parser.add_argument("--reuse-pretrained", action="store_true",
+                        help="fine-tune the pre-trained folders an earlier run left in --out with the same settings "
+                             "instead of pre-training again (to compare training settings on the same start)")
     args = parser.parse_args(argv)
 
     log = realistic.print_line
@@ -139,11 +143,15 @@ def main(argv=None):
     rows.append(("from scratch", 0.0, minutes, *scores))
     for objective in args.objectives:
         pretrained = run_dir / f"pretrained_{objective}"
-        shutil.rmtree(pretrained, ignore_errors=True)
-        pretrain_started = time.time()
-        core("pretrain", "--tomos", *[m for m, _ in train], "--out", pretrained, "--objective", objective,
-             "--max-minutes", args.pretrain_minutes, "--seed", args.seed, "--device", args.device, log=log)
-        pretrain_minutes = (time.time() - pretrain_started) / 60
+        if args.reuse_pretrained and (pretrained / WEIGHTS_NAME).is_file():
+            log(f"reusing the pre-trained folder {pretrained}")
+            pretrain_minutes = float("nan")
+        else:
+            shutil.rmtree(pretrained, ignore_errors=True)
+            pretrain_started = time.time()
+            core("pretrain", "--tomos", *[m for m, _ in train], "--out", pretrained, "--objective", objective,
+                 "--max-minutes", args.pretrain_minutes, "--seed", args.seed, "--device", args.device, log=log)
+            pretrain_minutes = (time.time() - pretrain_started) / 60
         minutes, scores = train_and_score(f"init_{objective}", ("--init-model", pretrained))
         rows.append((f"pretrain {objective} + train", pretrain_minutes, minutes, *scores))
 

@@ -26,8 +26,8 @@ from .pick import pick_tomogram, voxel_size_warning
 from .profile import Profile
 from .recipe import CPU_RECIPE, GPU_RECIPE, LABEL_PER_PARTICLE
 from .pretrain import pretrain
-from .settings import (AMP_MODES, ANNOTATION_MODES, DEFAULT_DIAMETER, MIN_VAL_PARTICLES, PRETRAIN_OBJECTIVES,
-                       PickSettings, PretrainSettings, TrainSettings, check_voxel_size)
+from .settings import (AMP_MODES, ANNOTATION_MODES, DEFAULT_DIAMETER, DEFAULT_EPOCHS, MIN_VAL_PARTICLES,
+                       PRETRAIN_OBJECTIVES, PickSettings, PretrainSettings, TrainSettings, check_voxel_size)
 from .simulate import DEFAULT_SHAPE, DEFAULT_SNR, DEFAULT_VOXEL_SIZE, write_dataset
 from .train import train
 from .train_data import class_order, expand_diameters
@@ -157,7 +157,9 @@ def _add_train(subparsers):
     parser.add_argument("--voxel-size", type=_finite, metavar="ANGSTROM",
                         help="voxel size of all the tomograms in Å, stored in the model (default: their MRC "
                              "headers, which must agree and give one)")
-    parser.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"])
+    parser.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"],
+                        help=f"most training epochs (default: with --max-minutes as many as it allows, else "
+                             f"{DEFAULT_EPOCHS})")
     parser.add_argument("--max-minutes", type=_finite, help="wall-clock budget of the whole run (minutes): the "
                         "learning rate anneals over it and training stops when it is spent, "
                         "mid-epoch if need be (that epoch is still validated), keeping the best model")

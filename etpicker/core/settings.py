@@ -19,6 +19,7 @@ AMP_MODES = ("auto", "off")  # automatic mixed precision
 ANNOTATION_MODES = ("complete", "partial")
 VOXEL_SIZE_TOLERANCE = 0.01  # relative difference below which two voxel sizes are the same
 DEFAULT_DIAMETER = 9  # weak-label diameter (voxels) when none is given
+DEFAULT_EPOCHS = 60  # training epochs without a time budget
 # Scores grow with blob volume but their scale depends on the diameter (pooling passes), so
 # the default threshold is relative: a maximum must reach this fraction of the score of a
 # fully segmented ball of the class diameter. Specks of a few voxels stay far below it.
@@ -110,7 +111,8 @@ class TrainSettings(_Settings):
     and `diameters` (weak labels, voxels) None or one value: the same for every class,
     label diameters from the particle diameters when only those are given; `classes`
     None: the annotations' names in sorted_names order; `voxel_size` None: the
-    tomograms' headers; `max_minutes` None: no time budget."""
+    tomograms' headers; `max_minutes` None: no time budget; `epochs` None: as many as the
+    time budget allows, DEFAULT_EPOCHS without one (planned_epochs)."""
     classes: list = None
     particle_diameters: list = None
     diameters: list = None
@@ -119,7 +121,7 @@ class TrainSettings(_Settings):
     patch: int = None
     pad: int = None
     widths: tuple = None
-    epochs: int = 60
+    epochs: int = None
     max_minutes: float = None
     batch: int = None
     lr: float = None
@@ -153,8 +155,8 @@ class TrainSettings(_Settings):
             self.classes = [str(name) for name in self.classes]
         if self.ce_weight is not None and not self.ce_weight >= 0:
             raise InputError(f"--ce-weight must be at least 0, got {self.ce_weight}")
-        if self.epochs < 1 or (self.batch is not None and self.batch < 1) or (self.lr is not None
-                                                                              and not self.lr > 0):
+        if (self.epochs is not None and self.epochs < 1) or (self.batch is not None and self.batch < 1) or (
+                self.lr is not None and not self.lr > 0):
             raise InputError("--epochs and --batch must be at least 1 and --lr positive")
         if not 0 < self.val_fraction < 1:
             raise InputError(f"--val-fraction must lie between 0 and 1, got {self.val_fraction}")
@@ -162,6 +164,14 @@ class TrainSettings(_Settings):
             raise InputError(f"--max-minutes must be positive, got {self.max_minutes}")
         check_voxel_size(self.voxel_size)
         _check_amp(self.amp)
+
+    @property
+    def planned_epochs(self):
+        """The most epochs to train, or None: until the time budget is spent. A budget alone
+        decides, since a fixed count stopped 30 labelled particles after 9 of 15 minutes."""
+        if self.epochs is not None:
+            return self.epochs
+        return None if self.max_minutes is not None else DEFAULT_EPOCHS
 
 
 @dataclass

@@ -9,6 +9,7 @@ logs; the others train their share of each epoch and follow its decision to stop
 import dataclasses
 import functools
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,13 +225,14 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         raise InputError("the validation coordinates hold no particles")
     scores_particles = _scored_validation(val_sets, classes, log)
 
-    epochs = settings.epochs
+    epochs = settings.planned_epochs  # None: until the time budget is spent
+    of_epochs = f"/{epochs}" if epochs else ""
     steps_per_epoch = math.ceil(len(processes.share(range(sampler.n_patches))) / processes.batch(batch))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
     time_budget = TimeBudget(None if settings.max_minutes is None else 60.0 * settings.max_minutes, started)
     pace = None if time_budget.budget is None else Pace(time_budget, processes)
     # the learning rate anneals over training's share of the budget
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle(epochs * steps_per_epoch, pace))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle(epochs and epochs * steps_per_epoch, pace))
     amp_dtype = autocast_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     optimisation = Optimisation(model, optimizer, scheduler, scaler, np.random.default_rng(settings.seed),
@@ -240,7 +242,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     if resume:  # every process restores the checkpoint
         history, best, first_epoch = _resume(out, config, device, optimisation)
         time_budget.before = sum(row["seconds"] for row in history)
-        log(f"resuming {out} after epoch {first_epoch}/{epochs}")
+        log(f"resuming {out} after epoch {first_epoch}{of_epochs}")
     elif processes.is_main:
         _clear(out, log)
     if processes.is_main:  # the training data recorded, for `adapt`
@@ -263,7 +265,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         if partial:
             log(validation_note(settings.annotations))
     epochs_done, stopped_by_budget = first_epoch, False
-    for epoch in range(first_epoch, epochs):
+    for epoch in range(first_epoch, epochs or sys.maxsize):
         epoch_started = time.monotonic()
         plan = sampler.epoch_plan(optimisation.rng)  # the same on every process
         mine = processes.share(range(len(plan)))
@@ -271,18 +273,18 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
         train_loss = train_epoch(optimisation, sampler, [plan[i] for i in mine],
                                  augmentation_streams(settings.seed, epoch, mine), processes.batch(batch),
                                  augmentation, device, amp_dtype, len(classes) + 1, settings.ce_weight, pace,
-                                 processes, f"epoch {epoch + 1}/{epochs}", relabel, extra_loss)
+                                 processes, f"epoch {epoch + 1}{of_epochs}", relabel, extra_loss)
         epochs_done, stop = epoch + 1, False
         if processes.is_main:
             row = {"epoch": epoch + 1, "train_loss": train_loss, **validate(time_budget)}
             row["seconds"] = time.monotonic() - epoch_started
             history.append(row)
             best = _record(out, row, best, history, model, config, optimisation)
-            log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f} {'val_score' if partial else 'val_f1'} "
+            log(f"epoch {epoch + 1}{of_epochs} loss {train_loss:.3f} {'val_score' if partial else 'val_f1'} "
                 f"{row['val_f1']:.3f} min_scores "
                 f"{'/'.join(f'{value:.2f}' for value in row['val_min_scores'].values())} ({row['seconds']:.1f} s)")
             # Epochs are cut at the deadline, so the budget is spent on training, not guessed.
-            stop = epoch + 1 < epochs and time_budget.exhausted()
+            stop = (epochs is None or epoch + 1 < epochs) and time_budget.exhausted()
         if processes.from_main(stop):  # the others wait here while the main process validates
             stopped_by_budget = True
             log(f"time budget of {settings.max_minutes:g} min reached after epoch {epoch + 1}; stopping")

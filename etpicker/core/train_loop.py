@@ -51,12 +51,12 @@ class Optimisation:
 
 def one_cycle(total_steps, time_spent=None, warmup=0.3, start=1 / 25, end=1e-4):
     """Learning-rate factor per step: cosine warm-up from `start` to 1, then cosine
-    annealing to `end`, over whichever runs out first, the planned steps or the time
-    budget (`time_spent`: a function giving the fraction of training's time spent, as
+    annealing to `end`, over whichever runs out first, the planned steps (None: no plan) or
+    the time budget (`time_spent`: a function giving the fraction of training's time spent, as
     budget.Pace does; None: no budget). A run cut short by --max-minutes then still anneals
     instead of stopping near its peak rate (what a step-sized one-cycle schedule would do)."""
     def factor(step):
-        progress = step / total_steps
+        progress = 0.0 if total_steps is None else step / total_steps
         if time_spent is not None:
             progress = max(progress, time_spent())
         progress = min(progress, 1.0)

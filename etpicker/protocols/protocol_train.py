@@ -91,7 +91,9 @@ class EtPickerProtTrain(EtPickerProtBase):
                       help="Border of each tile discarded when validating by picking; "
                            "the model keeps it for picking. Empty: the core's default "
                            "(1/6 of the patch).")
-        form.addParam("epochs", params.IntParam, default=DEFAULTS["epochs"], label="Epochs")
+        form.addParam("epochs", params.IntParam, allowsNull=True, label="Epochs (optional)",
+                      help="The most training epochs. Empty: with a time budget as many as it "
+                           "allows, else %d." % settings.DEFAULT_EPOCHS)
         form.addParam("maxMinutes", params.FloatParam, default=0,
                       label="Time budget (minutes)",
                       help="Stop after this many minutes, keeping the best model so far. "
@@ -147,9 +149,10 @@ class EtPickerProtTrain(EtPickerProtBase):
                 "--voxel-size %g" % samplingRate,
                 diameterArgs(self.diameters.get(), samplingRate),
                 self._particleDiameterArgs(samplingRate),
-                "--epochs %d --seed %d" % (self.epochs.get(), self.seed.get()),
+                "--seed %d" % self.seed.get(),
                 self._deviceArg()]
-        for option, value, form in (("--patch", self.patch.get(), "%d"), ("--batch", self.batch.get(), "%d"),
+        for option, value, form in (("--epochs", self.epochs.get(), "%d"),
+                                    ("--patch", self.patch.get(), "%d"), ("--batch", self.batch.get(), "%d"),
                                     ("--lr", self.learningRate.get(), "%g")):
             if value is not None:  # empty: the core's automatic recipe
                 args.append(("%s " + form) % (option, value))
@@ -352,5 +355,7 @@ class EtPickerProtTrain(EtPickerProtBase):
         return summary
 
     def _methods(self):
-        return ["A 3D ResUNet was trained on weak %s labels for %d epochs with etpicker "
-                "[Liu2024]." % (LABEL_TYPES[self.labelType.get()], self.epochs.get())]
+        historyFile = os.path.join(self._modelDir(), model_folder.HISTORY_NAME)
+        epochs = len(model_folder.read_history(historyFile)) if os.path.exists(historyFile) else self.epochs.get()
+        return ["A 3D ResUNet was trained on weak %s labels%s with etpicker [Liu2024]."
+                % (LABEL_TYPES[self.labelType.get()], " for %d epochs" % epochs if epochs else "")]

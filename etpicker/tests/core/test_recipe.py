@@ -4,7 +4,7 @@ import pytest
 
 from etpicker.core import io, recipe, simulate, train
 from etpicker.core.model_folder import read_config
-from etpicker.core.settings import TrainSettings
+from etpicker.core.settings import DEFAULT_EPOCHS, TrainSettings
 
 # The realistic benchmark's targets at 10 Å/voxel (voxels) and the labels measured best for them.
 REALISTIC_PARTICLES = [11.12, 15.29, 21.93]
@@ -62,13 +62,22 @@ def test_particle_diameters_must_be_positive():
         TrainSettings(particle_diameters=[10, -1])
 
 
+def test_without_epochs_a_time_budget_decides_how_many_and_without_one_the_default_does():
+    assert TrainSettings().planned_epochs == DEFAULT_EPOCHS
+    assert TrainSettings(max_minutes=15).planned_epochs is None
+    assert TrainSettings(epochs=5, max_minutes=15).planned_epochs == 5
+    with pytest.raises(io.InputError, match="--epochs"):
+        TrainSettings(epochs=0)
+
+
 def test_a_time_budget_bounds_the_whole_run_shape_checks_included(tmp_path):
     tomo = simulate.simulate_tomogram((32, 64, 96), rng=0, snr=1.0, n_per_class=6)
     io.write_volume(tmp_path / "t.mrc", tomo.volume, 10.0)
     io.write_coords(tmp_path / "t.csv", io.Coords(tomo.names, tomo.xyz))
     budget_minutes, lines = 0.25, []
     started = time.monotonic()
-    summary = train.train([tmp_path / "t.mrc"], [tmp_path / "t.csv"], tmp_path / "m", epochs=1000, patch=16,
+    # no epochs given: the budget alone decides how many
+    summary = train.train([tmp_path / "t.mrc"], [tmp_path / "t.csv"], tmp_path / "m", patch=16,
                           widths=(4, 8, 8, 8), batch=1, val_fraction=0.4, device="cpu", max_minutes=budget_minutes,
                           log=lines.append)
     elapsed = time.monotonic() - started
