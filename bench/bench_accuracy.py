@@ -44,12 +44,12 @@ from etpicker.core.settings import ANNOTATION_MODES  # noqa: E402
 from etpicker.core.tiling import model_tiling, tile_origins  # noqa: E402
 
 
-def core(*args, log, partial_rule=None):
+def core(*args, log, setting=None):
     """Runs `python -m etpicker.core ARGS`, echoing its progress lines; fails loudly.
-    `partial_rule`: through bench/partial_rule.py, with that rule for partial annotations."""
+    `setting` (MODULE.NAME=VALUE): through bench/with_setting.py, with that core choice."""
     command = [sys.executable, "-m", "etpicker.core", *map(str, args)]
-    if partial_rule:
-        command[1:3] = [str(Path(__file__).with_name("partial_rule.py")), partial_rule]
+    if setting:
+        command[1:3] = [str(Path(__file__).with_name("with_setting.py")), setting]
     log("$ " + " ".join(shlex.quote(part) for part in command))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, cwd=Path(__file__).resolve().parents[1])
@@ -344,7 +344,8 @@ def main(argv=None):
                    if val else []),
                  "--out", model_dir, "--max-minutes", args.max_minutes, "--seed", args.seed,
                  "--device", args.device, "--particle-diameter", ",".join(f"{d:.2f}" for d in diameters),
-                 "--annotations", mode, *shlex.split(args.train_args), log=log, partial_rule=rule)
+                 "--annotations", mode, *shlex.split(args.train_args), log=log,
+                 setting=rule and f"partial.RULE={rule}")
             train_minutes = (time.time() - train_started) / 60
             cpu = os.times()
             train_cpu = (cpu.children_user - cpu_started.children_user + cpu.children_system

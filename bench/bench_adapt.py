@@ -101,6 +101,13 @@ def f1_of(model, test, run_dir, name, diameters, args, log):
     return result["all"]["f1"]
 
 
+def method_variant(text):
+    """An adapt method, or METHOD+MODULE.NAME=VALUE (--methods)."""
+    if text.partition("+")[0] not in METHODS:
+        raise argparse.ArgumentTypeError(f"{text!r}: the method is not one of {', '.join(METHODS)}")
+    return text
+
+
 def train(files, out, minutes, diameters, args, log, *extra):
     shutil.rmtree(out, ignore_errors=True)
     recipe = SYNTHETIC_TRAIN if args.synthetic else ("--particle-diameter", ",".join(f"{d:.2f}" for d in diameters))
@@ -112,7 +119,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench_output/adapt"))
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", type=method_variant, default=list(METHODS),
+                        help=f"adapt --method(s) ({', '.join(METHODS)}); METHOD+MODULE.NAME=VALUE runs one with "
+                             f"another core choice (bench/with_setting.py), e.g. "
+                             f"self-training+adapt.PSEUDO_LABEL_ANNOTATIONS=partial")
     parser.add_argument("--minutes", type=float, default=15.0,
                         help="budget of every training and adaptation (minutes; the acceptance's: 15)")
     parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 256), metavar=("Z", "Y", "X"))
@@ -171,16 +181,17 @@ def main(argv=None):
             row["control"] = f1_of(args.out / "control_model", target_test, run_dir, "control", diameters, args, log)
             row["control source"] = control_source_f1
         for method in args.methods:
-            adapted = run_dir / f"adapted_{method}"
+            name, _, setting = method.partition("+")
+            adapted = run_dir / f"adapted_{method.replace('+', '_').replace('=', '_')}"
             shutil.rmtree(adapted, ignore_errors=True)
             adapt_started = time.time()
             core("adapt", "--model", source_model, "--tomos", *[m for m, _ in target_train], "--out", adapted,
-                 "--method", method, "--max-minutes", args.minutes, "--seed", args.seed, "--device", args.device,
-                 log=log)
+                 "--method", name, "--max-minutes", args.minutes, "--seed", args.seed, "--device", args.device,
+                 log=log, setting=setting or None)
             row[f"{method} minutes"] = (time.time() - adapt_started) / 60
-            row[method] = f1_of(adapted, target_test, run_dir, method, diameters, args, log)
-            row[f"{method} source"] = f1_of(adapted, source_test, run_dir, f"{method}_on_source", diameters, args,
-                                            log)
+            row[method] = f1_of(adapted, target_test, run_dir, adapted.name, diameters, args, log)
+            row[f"{method} source"] = f1_of(adapted, source_test, run_dir, f"{adapted.name}_on_source", diameters,
+                                            args, log)
         rows.append(row)
         (args.out / "results.json").write_text(json.dumps({"source_f1": source_f1, "rows": rows}, indent=2))
 

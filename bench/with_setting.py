@@ -1,0 +1,30 @@
+"""`python -m etpicker.core ...` with one of the core's module-level choices replaced by a
+measured alternative (`MODULE.NAME=VALUE`: partial.RULE=self, adapt.PSEUDO_LABEL_ANNOTATIONS=
+partial), so that a benchmark compares it with the shipped one through the same command line.
+
+Usage: python bench/with_setting.py MODULE.NAME=VALUE SUBCOMMAND [options...]
+"""
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for etpicker.core
+
+from etpicker.core import cli  # noqa: E402
+
+
+def apply(setting):
+    """Sets etpicker.core.MODULE.NAME to VALUE (a string setting, as the choices are)."""
+    name, separator, value = setting.partition("=")
+    module_name, _, attribute = name.rpartition(".")
+    module = importlib.import_module(f"etpicker.core.{module_name}") if separator and module_name else None
+    if module is None or not isinstance(getattr(module, attribute, None), str):
+        sys.exit(f"{setting!r} is not MODULE.NAME=VALUE naming a string setting of etpicker.core")
+    setattr(module, attribute, value)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(f"usage: {sys.argv[0]} MODULE.NAME=VALUE SUBCOMMAND [options...]")
+    apply(sys.argv[1])
+    sys.exit(cli.main(sys.argv[2:]))
