@@ -1,6 +1,6 @@
 """`python -m etpicker.core ...` with one of the core's module-level choices replaced by a
-measured alternative (`MODULE.NAME=VALUE`: partial.RULE=self, adapt.PSEUDO_LABEL_ANNOTATIONS=
-partial), so that a benchmark compares it with the shipped one through the same command line.
+measured alternative (`MODULE.NAME=VALUE`: partial.RULE=self, adapt.SPECTRUM_MIN_STRENGTH=1),
+so that a benchmark compares it with the shipped one through the same command line.
 
 Usage: python bench/with_setting.py MODULE.NAME=VALUE SUBCOMMAND [options...]
 """
@@ -14,13 +14,15 @@ from etpicker.core import cli  # noqa: E402
 
 
 def apply(setting):
-    """Sets etpicker.core.MODULE.NAME to VALUE (a string setting, as the choices are)."""
+    """Sets etpicker.core.MODULE.NAME to VALUE, read as the type of the value it replaces (a
+    string, an int or a float)."""
     name, separator, value = setting.partition("=")
     module_name, _, attribute = name.rpartition(".")
     module = importlib.import_module(f"etpicker.core.{module_name}") if separator and module_name else None
-    if module is None or not isinstance(getattr(module, attribute, None), str):
-        sys.exit(f"{setting!r} is not MODULE.NAME=VALUE naming a string setting of etpicker.core")
-    setattr(module, attribute, value)
+    current = getattr(module, attribute, None)
+    if module is None or type(current) not in (str, int, float):
+        sys.exit(f"{setting!r} is not MODULE.NAME=VALUE naming a string or number setting of etpicker.core")
+    setattr(module, attribute, type(current)(value))
 
 
 if __name__ == "__main__":

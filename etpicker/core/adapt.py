@@ -20,10 +20,11 @@ the kept epoch and the model folder are training's:
   patches taught as background. They are a partial annotation of the target, but teaching
   them as one (partial.partial_targets) measured worse on realistic data
   (PSEUDO_LABEL_ANNOTATIONS).
-* `spectrum`: source patches restyled as target ones: every augmented source patch gets
-  the target's 3D power spectrum (its missing wedge, CTF and noise level; estimated from
-  patches of both) by attenuating where the target has less power and adding random-phase
-  noise where it has more, and is trained on with its source labels. Global intensity
+* `spectrum`: source patches restyled as target ones: every augmented source patch is moved
+  a random part of the way to the target's 3D power spectrum (its missing wedge, CTF and
+  noise level; estimated from patches of both) by attenuating where the target has less
+  power and adding random-phase noise where it has more, and is trained on with its source
+  labels. Global intensity
   itself needs no matching: inputs are standardised per tomogram and every layer of the
   network is instance-normalised over its patch, so brightness and contrast shifts never
   reach the network; what differs between datasets is the spectrum.
@@ -54,6 +55,9 @@ from .validation import CandidatePicker
 
 LR_FACTOR = 0.5  # fine-tuning: half the source run's peak learning rate
 SPECTRUM_PATCHES = 48  # patches per domain whose power spectra are averaged
+# Each restyled patch moves a uniform random part of the way toward the target's spectrum,
+# from this much to all of it (1: all the way; bench/README.md measured 0, 0.5 and 1).
+SPECTRUM_MIN_STRENGTH = 0.5
 PSEUDO_LABEL_QUANTILE = 0.5  # of each class's picks above its threshold, the upper half are labels
 # How self-training teaches them: COMPLETE, the rest as background. PARTIAL, as partial
 # annotations, measured worse (bench/README.md, realistic "all" shift: target F1 0.578 vs 0.683).
@@ -199,7 +203,8 @@ def power_spectrum(batch):
 
 
 class SpectrumMatched(_Term):
-    """Source patches given the target's power spectrum, trained on with their labels."""
+    """Source patches given (part of the way) the target's power spectrum, trained on with
+    their labels."""
 
     def __init__(self, source_batch, target_batch, device, amp_dtype, ce_weight, seed):
         super().__init__(device, amp_dtype)
@@ -211,10 +216,14 @@ class SpectrumMatched(_Term):
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def restyle(self, image):
-        spectrum = torch.fft.rfftn(image[:, 0].float(), dim=(1, 2, 3)) * self.gain
+        # each patch moved a random part of the way (SPECTRUM_MIN_STRENGTH)
+        strength = 1 - (1 - SPECTRUM_MIN_STRENGTH) * torch.rand((len(image), 1, 1, 1), generator=self.generator,
+                                                                device=image.device)
+        spectrum = torch.fft.rfftn(image[:, 0].float(), dim=(1, 2, 3)) * (1 - strength + strength * self.gain)
         # noise with the target's excess power, random phases (white noise shaped)
         white = torch.randn(image[:, 0].shape, generator=self.generator, device=image.device)
-        spectrum = spectrum + torch.fft.rfftn(white, dim=(1, 2, 3)) * self.noise / math.sqrt(white[0].numel())
+        spectrum = spectrum + (strength * torch.fft.rfftn(white, dim=(1, 2, 3)) * self.noise
+                               / math.sqrt(white[0].numel()))
         styled = torch.fft.irfftn(spectrum, s=image.shape[2:], dim=(1, 2, 3))[:, None]
         return (styled - styled.mean(dim=(2, 3, 4), keepdim=True)) / styled.std(dim=(2, 3, 4), keepdim=True)
 

@@ -103,6 +103,46 @@ def test_adapt_errors_name_what_to_give(tiny, tmp_path, capsys):
     assert model_folder.read_checked_config(tmp_path / "b")["adaptation"]["method"] == "spectrum"
 
 
+def _standardised_noise(shape, seed, blur):
+    """A batch of standardised random patches, low-passed by a Gaussian of `blur` voxels."""
+    from scipy import ndimage
+    noise = np.random.default_rng(seed).standard_normal(shape)
+    if blur:
+        noise = ndimage.gaussian_filter(noise, (0, 0, blur, blur, blur))
+    noise = (noise - noise.mean(axis=(2, 3, 4), keepdims=True)) / noise.std(axis=(2, 3, 4), keepdims=True)
+    return torch.from_numpy(noise).float()
+
+
+def test_spectrum_matching_gives_source_patches_the_targets_power_spectrum(monkeypatch):
+    """Smooth source patches restyled all the way have the target's (white) power spectrum;
+    moved a random part of the way, each patch's fine-detail power lies between the two."""
+    shape = (32, 1, 16, 16, 16)
+    source, target = _standardised_noise(shape, 0, 1.5), _standardised_noise(shape, 1, 0)
+    fresh = _standardised_noise(shape, 2, 1.5)  # other patches of the source domain
+
+    def log_error(batch):  # mean |log| ratio of the power spectra, the zero frequency left out
+        ratio = (adapt.power_spectrum(batch) / adapt.power_spectrum(target)).flatten()[1:]
+        return ratio.log().abs().mean().item()
+
+    monkeypatch.setattr(adapt, "SPECTRUM_MIN_STRENGTH", 1.0)
+    term = adapt.SpectrumMatched(source, target, "cpu", None, 1.0, seed=0)
+    assert log_error(fresh) > 2.0  # a smooth source is far from white
+    assert log_error(term.restyle(fresh)) < 0.25
+
+    def fine_power(batch):  # per patch, the power above half the Nyquist frequency
+        spectrum = torch.fft.rfftn(batch[:, 0].double(), dim=(1, 2, 3)).abs().square()
+        frequency = [torch.fft.fftfreq(16), torch.fft.fftfreq(16), torch.fft.rfftfreq(16)]
+        radius = sum(f.abs() for f in torch.meshgrid(*frequency, indexing="ij"))
+        return spectrum[:, radius > 0.25].sum(dim=1)
+
+    monkeypatch.setattr(adapt, "SPECTRUM_MIN_STRENGTH", 0.0)
+    term = adapt.SpectrumMatched(source, target, "cpu", None, 1.0, seed=0)
+    moved = fine_power(term.restyle(fresh))
+    low, high = fine_power(fresh), fine_power(target)
+    assert torch.all(moved > low) and torch.all(moved < 1.05 * high.max())
+    assert moved.std() > 0.1 * moved.mean()  # not all the same way: a range of looks
+
+
 def _f1(model_dir, pairs):
     model, config = load_model(model_dir)
     picked = [(pick_tomogram(model, config, io.open_tomogram(tomo), device="cpu", min_distance=8), io.read_coords(c))
@@ -112,15 +152,16 @@ def _f1(model_dir, pairs):
 
 def test_adapting_to_noisier_tomograms_with_a_narrower_tilt_range_keeps_both_domains_f1(tmp_path):
     """A model trained at SNR 4 with +-60 degree tilts picks SNR 0.5, +-30 degree tomograms
-    worse; the default adaptation, without their labels, must not cost F1 on either domain.
-    It raised the target's on a CPU without native bfloat16 (0.67 -> 0.85, source 0.94 ->
-    0.95) but not on one with it (0.656 -> 0.635; float32 there 0.670 -> 0.682), nor on the
-    realistic shift (bench/README.md): that it raises F1 is not established, so not asserted."""
+    worse; the default adaptation, without their labels, must not cost F1 on either domain
+    (spectrum matching did: source 0.936 -> 0.870). Its gains here differ between CPUs
+    (0.67 -> 0.85 on one, 0.644 -> 0.659 on another), so a gain is not asserted; the realistic
+    gains are in bench/README.md. The source run's 4 epochs, not the time, end the
+    adaptation, so that a loaded machine adapts as an idle one."""
     torch.set_num_threads(1)
     source = [_write(tmp_path, f"s{i}", 4.0, 60, i) for i in range(2)]
     target = [_write(tmp_path, f"t{i}", 0.5, 30, 10 + i) for i in range(2)]
     train.train([source[0][0]], [source[0][1]], tmp_path / "source", seed=0, **SHIFT_TRAIN)
-    adapt.adapt(tmp_path / "source", [tomo for tomo, _ in target], tmp_path / "adapted", max_minutes=0.5, seed=2,
+    adapt.adapt(tmp_path / "source", [tomo for tomo, _ in target], tmp_path / "adapted", max_minutes=3, seed=2,
                 device="cpu", log=lambda _: None)
     before, after = _f1(tmp_path / "source", target), _f1(tmp_path / "adapted", target)
     assert after >= before - 0.05, (before, after)

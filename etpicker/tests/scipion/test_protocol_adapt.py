@@ -6,7 +6,7 @@ import shutil
 from matplotlib.image import imread
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from etpicker.core import io, model_folder, simulate
+from etpicker.core import adapt_settings, io, model_folder, simulate
 from etpicker.protocols import EtPickerProtAdapt, EtPickerProtImportModel, EtPickerProtPick, EtPickerProtTrain
 from etpicker.viewers import EtPickerAdaptationViewer
 from scipion_helpers import import_coordinates, import_tomograms, new_protocol, output, write_importer_txt
@@ -49,11 +49,11 @@ class TestAdaptProtocol(BaseTest):
         self.assertEqual(model.getClasses(), self.train.outputModel.getClasses())
         self.assertEqual(model.missingFiles(), [])
         provenance = model_folder.read_config(model.getPath())["adaptation"]
-        self.assertEqual(provenance["method"], "self-training")  # the default
+        self.assertEqual(provenance["method"], adapt_settings.DEFAULT_METHOD)
         self.assertEqual(provenance["source_model"], os.path.abspath(self.train.outputModel.getPath()))
         self.assertEqual(sorted(os.path.basename(p) for p in provenance["target_tomograms"]),
                          ["tomo_000.mrc", "tomo_001.mrc"])
-        self.assertIn("Method self-training", "\n".join(self.adapt.summary()))
+        self.assertIn(f"Method {adapt_settings.DEFAULT_METHOD}", "\n".join(self.adapt.summary()))
         pick = new_protocol(self, EtPickerProtPick, {"inputTomograms": output(self.targetTomos, "Tomograms"),
                                                      "inputModel": output(self.adapt, "outputModel")}, useGpu=False)
         self.launchProtocol(pick)
@@ -65,7 +65,7 @@ class TestAdaptProtocol(BaseTest):
         path = self.proj.getTmpPath("adaptation.png")
         views[0].figure.savefig(path, dpi=60)
         self.assertGreater(imread(path)[..., :3].std(), 0.05)
-        self.assertIn("self-training", views[0].figure.get_suptitle())
+        self.assertIn(adapt_settings.DEFAULT_METHOD, views[0].figure.get_suptitle())
 
     def test_a_model_without_recorded_data_asks_for_it_and_adapts_when_given(self):
         old = self.proj.getTmpPath("old_model")
