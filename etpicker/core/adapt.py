@@ -24,10 +24,9 @@ the kept epoch and the model folder are training's:
   a random part of the way to the target's 3D power spectrum (its missing wedge, CTF and
   noise level; estimated from patches of both) by attenuating where the target has less
   power and adding random-phase noise where it has more, and is trained on with its source
-  labels. Global intensity
-  itself needs no matching: inputs are standardised per tomogram and every layer of the
-  network is instance-normalised over its patch, so brightness and contrast shifts never
-  reach the network; what differs between datasets is the spectrum.
+  labels. Global intensity itself needs no matching: inputs are standardised per tomogram
+  and every layer of the network is instance-normalised over its patch, so brightness and
+  contrast shifts never reach the network; what differs between datasets is the spectrum.
 """
 import math
 import time

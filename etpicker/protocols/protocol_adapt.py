@@ -43,9 +43,8 @@ class EtPickerProtAdapt(EtPickerProtBase):
                       help="self-training: the model's confident picks on the new tomograms become weak "
                            "labels; dual-adversarial: image-level and feature-level discriminators behind "
                            "gradient reversal; spectrum: the training patches are given the new "
-                           "tomograms' power spectrum. Default: self-training, the only one that cost neither "
-                           "domain F1 on both measured shifts; spectrum gained most on the realistic one "
-                           "(bench/README.md).")
+                           "tomograms' power spectrum. Default: %s, %s (bench/README.md)."
+                           % (adapt_settings.DEFAULT_METHOD, adapt_settings.WHY_DEFAULT))
         form.addParam("maxMinutes", params.FloatParam, default=adapt_settings.DEFAULT_MINUTES,
                       label="Time budget (minutes)", help="Wall-clock budget of the whole adaptation.")
         form.addParam("seed", params.IntParam, default=0, label="Random seed")

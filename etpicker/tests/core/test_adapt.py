@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from etpicker.core import adapt, io, metrics, model_folder, simulate, train
 from etpicker.core.cli import main
@@ -105,7 +106,6 @@ def test_adapt_errors_name_what_to_give(tiny, tmp_path, capsys):
 
 def _standardised_noise(shape, seed, blur):
     """A batch of standardised random patches, low-passed by a Gaussian of `blur` voxels."""
-    from scipy import ndimage
     noise = np.random.default_rng(seed).standard_normal(shape)
     if blur:
         noise = ndimage.gaussian_filter(noise, (0, 0, blur, blur, blur))
