@@ -37,9 +37,9 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for etpicker.core
 
 import realistic  # noqa: E402  (same folder)
+import with_setting  # noqa: E402  (same folder)
 from etpicker.core import io, metrics, model_folder  # noqa: E402
 from etpicker.core.normalise import robust_stats  # noqa: E402
-from etpicker.core.partial import PARTIAL, RULES  # noqa: E402
 from etpicker.core.settings import ANNOTATION_MODES  # noqa: E402
 from etpicker.core.tiling import model_tiling, tile_origins  # noqa: E402
 
@@ -293,9 +293,10 @@ def main(argv=None):
                         help="fraction of each training and validation tomogram's particles annotated, chosen at "
                              "random (default 1: all); test tomograms are always fully annotated")
     parser.add_argument("--annotations", nargs="+", default=["complete"],
-                        choices=ANNOTATION_MODES + tuple(f"{PARTIAL}:{rule}" for rule in RULES),
+                        type=with_setting.variant(ANNOTATION_MODES),
                         help="train --annotations mode(s), each trained and scored on the same data; "
-                             "partial:RULE trains partial with another of core/partial.py's rules")
+                             "MODE+MODULE.NAME=VALUE trains one with another core choice (bench/with_setting.py), "
+                             "e.g. partial+partial.RULE=self or partial+partial.IGNORE_CONFIDENCE=0.3")
     args = parser.parse_args(argv)
 
     log = realistic.print_line
@@ -334,8 +335,8 @@ def main(argv=None):
             log(f"annotated: {sum(len(io.read_coords(c)) for _, c in train)} of the training tomograms' "
                 f"particles, {sum(len(io.read_coords(c)) for _, c in val)} of validation's")
         for variant in args.annotations:
-            mode, _, rule = variant.partition(":")
-            name = "" if args.annotations == ["complete"] else f"_{variant.replace(':', '_')}"
+            mode, setting = with_setting.split(variant)
+            name = "" if args.annotations == ["complete"] else f"_{with_setting.run_name(variant)}"
             model_dir, pred_dir = run_dir / f"model{name}", run_dir / f"pred{name}"
             shutil.rmtree(model_dir, ignore_errors=True)
             train_started, cpu_started = time.time(), os.times()
@@ -345,7 +346,7 @@ def main(argv=None):
                  "--out", model_dir, "--max-minutes", args.max_minutes, "--seed", args.seed,
                  "--device", args.device, "--particle-diameter", ",".join(f"{d:.2f}" for d in diameters),
                  "--annotations", mode, *shlex.split(args.train_args), log=log,
-                 setting=rule and f"partial.RULE={rule}")
+                 setting=setting)
             train_minutes = (time.time() - train_started) / 60
             cpu = os.times()
             train_cpu = (cpu.children_user - cpu_started.children_user + cpu.children_system
@@ -359,7 +360,7 @@ def main(argv=None):
             report_sources(pred_dir, test, classes, sizes, log)
             report_tile_positions(pred_dir, test, model_dir, tolerances, log)
             overall = result[metrics.ALL]
-            label = f" --annotations {mode}" + (f" (rule {rule})" if rule else "") if name else ""
+            label = f" --annotations {mode}" + (f" ({setting})" if setting else "") if name else ""
             rows.append((snr, f"etpicker{label} ({train_minutes:.1f} min, {train_cpu:.1f} CPU min train, "
                               f"{pick_seconds:.0f} s pick; P {overall['precision']:.2f} R {overall['recall']:.2f})",
                          *summarise(result, classes)))

@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for etpicker.core
 
 import realistic  # noqa: E402  (same folder)
+import with_setting  # noqa: E402  (same folder)
 from bench_accuracy import core, evaluate, gt_folder  # noqa: E402
 from etpicker.core import model_folder, simulate  # noqa: E402
 from etpicker.core.adapt_settings import METHODS  # noqa: E402
@@ -101,13 +102,6 @@ def f1_of(model, test, run_dir, name, diameters, args, log):
     return result["all"]["f1"]
 
 
-def method_variant(text):
-    """An adapt method, or METHOD+MODULE.NAME=VALUE (--methods)."""
-    if text.partition("+")[0] not in METHODS:
-        raise argparse.ArgumentTypeError(f"{text!r}: the method is not one of {', '.join(METHODS)}")
-    return text
-
-
 def train(files, out, minutes, diameters, args, log, *extra):
     shutil.rmtree(out, ignore_errors=True)
     recipe = SYNTHETIC_TRAIN if args.synthetic else ("--particle-diameter", ",".join(f"{d:.2f}" for d in diameters))
@@ -119,7 +113,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench_output/adapt"))
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
-    parser.add_argument("--methods", nargs="+", type=method_variant, default=list(METHODS),
+    parser.add_argument("--methods", nargs="+", type=with_setting.variant(METHODS), default=list(METHODS),
                         help=f"adapt --method(s) ({', '.join(METHODS)}); METHOD+MODULE.NAME=VALUE runs one with "
                              f"another core choice (bench/with_setting.py), e.g. "
                              f"self-training+adapt.PSEUDO_LABEL_ANNOTATIONS=partial")
@@ -181,13 +175,13 @@ def main(argv=None):
             row["control"] = f1_of(args.out / "control_model", target_test, run_dir, "control", diameters, args, log)
             row["control source"] = control_source_f1
         for method in args.methods:
-            name, _, setting = method.partition("+")
-            adapted = run_dir / f"adapted_{method.replace('+', '_').replace('=', '_')}"
+            name, setting = with_setting.split(method)
+            adapted = run_dir / f"adapted_{with_setting.run_name(method)}"
             shutil.rmtree(adapted, ignore_errors=True)
             adapt_started = time.time()
             core("adapt", "--model", source_model, "--tomos", *[m for m, _ in target_train], "--out", adapted,
                  "--method", name, "--max-minutes", args.minutes, "--seed", args.seed, "--device", args.device,
-                 log=log, setting=setting or None)
+                 log=log, setting=setting)
             row[f"{method} minutes"] = (time.time() - adapt_started) / 60
             row[method] = f1_of(adapted, target_test, run_dir, adapted.name, diameters, args, log)
             row[f"{method} source"] = f1_of(adapted, source_test, run_dir, f"{adapted.name}_on_source", diameters,

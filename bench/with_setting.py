@@ -3,7 +3,12 @@ measured alternative (`MODULE.NAME=VALUE`: partial.RULE=self, adapt.SPECTRUM_MIN
 so that a benchmark compares it with the shipped one through the same command line.
 
 Usage: python bench/with_setting.py MODULE.NAME=VALUE SUBCOMMAND [options...]
+
+Benchmarks name such a run CHOICE+MODULE.NAME=VALUE (`bench_adapt --methods
+spectrum+adapt.SPECTRUM_MIN_STRENGTH=1`, `bench_accuracy --annotations
+partial+partial.RULE=self`); `variant` reads that form.
 """
+import argparse
 import importlib
 import sys
 from pathlib import Path
@@ -23,6 +28,27 @@ def apply(setting):
     if module is None or type(current) not in (str, int, float):
         sys.exit(f"{setting!r} is not MODULE.NAME=VALUE naming a string or number setting of etpicker.core")
     setattr(module, attribute, type(current)(value))
+
+
+def variant(choices):
+    """An argparse type: one of `choices`, or CHOICE+MODULE.NAME=VALUE; gives the text
+    unchanged (`split` takes it apart)."""
+    def check(text):
+        if split(text)[0] not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r}: {split(text)[0]!r} is not one of {', '.join(choices)}")
+        return text
+    return check
+
+
+def split(text):
+    """(choice, MODULE.NAME=VALUE or None) of a CHOICE[+MODULE.NAME=VALUE] text."""
+    choice, _, setting = text.partition("+")
+    return choice, setting or None
+
+
+def run_name(text):
+    """A file name for the run of a variant text."""
+    return text.replace("+", "_").replace("=", "_")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__, distributed
 from .adapt import adapt
-from .adapt_settings import DEFAULT_ADVERSARIAL_WEIGHT, DEFAULT_METHOD, DEFAULT_MINUTES, METHODS, WHY_DEFAULT
+from .adapt_settings import DEFAULT_ADVERSARIAL_WEIGHT, DEFAULT_METHOD, DEFAULT_MINUTES, METHODS, methods_help
 from .device import resolve_device
 from .errors import InputError
 from .io import Coords, check_inside, open_tomogram, read_coords, repeated, sorted_names, write_coords, write_volume
@@ -456,9 +456,7 @@ def _add_adapt(subparsers):
     parser.add_argument("--source-coords", nargs="+", type=Path, default=[], metavar="S.csv",
                         help="their coordinate files, matched by stem (default: the copies in the model folder)")
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
-                        help="dual-adversarial: image- and feature-level discriminators behind gradient reversal; "
-                             "self-training: confident picks on the target as labels; spectrum: source patches "
-                             f"given the target's power spectrum (default {DEFAULT_METHOD}: {WHY_DEFAULT})")
+                        help=methods_help())
     parser.add_argument("--max-minutes", type=_finite, default=DEFAULT_MINUTES,
                         help=f"wall-clock budget of the whole adaptation (minutes; default {DEFAULT_MINUTES:g})")
     parser.add_argument("--adversarial-weight", type=_finite, default=DEFAULT_ADVERSARIAL_WEIGHT,

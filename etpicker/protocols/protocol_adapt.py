@@ -40,11 +40,7 @@ class EtPickerProtAdapt(EtPickerProtBase):
         form.addSection(label="Adaptation")
         form.addParam("method", params.EnumParam, choices=list(adapt_settings.METHODS),
                       default=adapt_settings.METHODS.index(adapt_settings.DEFAULT_METHOD), label="Method",
-                      help="self-training: the model's confident picks on the new tomograms become weak "
-                           "labels; dual-adversarial: image-level and feature-level discriminators behind "
-                           "gradient reversal; spectrum: the training patches are given the new "
-                           "tomograms' power spectrum. Default: %s, %s (bench/README.md)."
-                           % (adapt_settings.DEFAULT_METHOD, adapt_settings.WHY_DEFAULT))
+                      help=adapt_settings.methods_help())
         form.addParam("maxMinutes", params.FloatParam, default=adapt_settings.DEFAULT_MINUTES,
                       label="Time budget (minutes)", help="Wall-clock budget of the whole adaptation.")
         form.addParam("seed", params.IntParam, default=0, label="Random seed")
