@@ -27,13 +27,8 @@ the kept epoch and the model folder are training's:
   labels. Global intensity itself needs no matching: inputs are standardised per tomogram
   and every layer of the network is instance-normalised over its patch, so brightness and
   contrast shifts never reach the network; what differs between datasets is the spectrum.
-* `spectrum-then-self-training`: spectrum matching for SPECTRUM_STAGE_SHARE of the budget,
-  then self-training whose pseudo-labels come from that restyled model (better pseudo-labels
-  than the source model's), with the restyled source patches still taught beside them.
 """
 import math
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .adapt_settings import DEFAULT_ADVERSARIAL_WEIGHT, DEFAULT_METHOD, DEFAULT_MINUTES, METHODS, TWO_STAGE
+from .adapt_settings import DEFAULT_ADVERSARIAL_WEIGHT, DEFAULT_METHOD, DEFAULT_MINUTES, METHODS
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import InputError
 from .io import open_tomogram
@@ -62,9 +57,6 @@ SPECTRUM_PATCHES = 48  # patches per domain whose power spectra are averaged
 # Each restyled patch moves a uniform random part of the way toward the target's spectrum,
 # from this much to all of it (1: all the way; bench/README.md measured 0, 0.5 and 1).
 SPECTRUM_MIN_STRENGTH = 0.5
-# spectrum-then-self-training: the first stage's share of the budget (0: both terms from the
-# start, the pseudo-labels from the source model)
-SPECTRUM_STAGE_SHARE = 0.5
 PSEUDO_LABEL_QUANTILE = 0.5  # of each class's picks above its threshold, the upper half are labels
 # How self-training teaches them: COMPLETE, the rest as background. PARTIAL, as partial
 # annotations, measured worse (bench/README.md, realistic "all" shift: target F1 0.578 vs 0.683).
@@ -204,23 +196,6 @@ class SelfTraining(_Term):
         return loss
 
 
-class _Together(_Term):
-    """Several terms summed; one record per step holding all their values, appended to
-    `records` (an earlier stage's, so that steps go on counting)."""
-
-    def __init__(self, terms, records):
-        super().__init__(terms[0].device, terms[0].amp_dtype)
-        self.terms, self.records = terms, list(records)
-
-    def __call__(self, network, image, target):
-        total, values = 0.0, {}
-        for term in self.terms:
-            total = total + term(network, image, target)
-            values.update(term.records[-1][1])
-        self.record(**values)
-        return total
-
-
 def power_spectrum(batch):
     """Mean |FFT|^2 (rfft layout) of a B x 1 x N^3 batch of standardised patches."""
     return torch.fft.rfftn(batch[:, 0].double(), dim=(1, 2, 3)).abs().square().mean(dim=0)
@@ -337,66 +312,39 @@ def adapt(model_dir, target_tomos, out, *, source_tomos=None, source_coords=None
     batch, patch = settings.batch, settings.patch
     log(f"adapting {model_dir} to {len(targets)} target tomogram(s) by {method}, source data: {len(tomos)} "
         f"tomogram(s), {max_minutes:g} min, seed {seed}")
+    source_model, _ = load_model(model_dir, torch_device)
     target_patches = _TargetPatches(targets, patch, seed)
     n_channels = len(config["classes"]) + 1
-
-    def self_training(picking_model_dir):
-        """The pseudo-label term, labels picked by the model in `picking_model_dir`."""
-        picking_config = read_checked_config(picking_model_dir)
-        picker = CandidatePicker(load_model(picking_model_dir, torch_device)[0], picking_config, config["pad"], 4,
-                                 torch_device, settings.amp)
+    if method == "self-training":
+        picker = CandidatePicker(source_model, config, config["pad"], 4, torch_device, settings.amp)
         labels = pseudo_labels(picker, targets, log)
         sources = [PatchSource(t.data, *robust_stats(t.data, name=str(t.path)), labels[t.stem][0],
                                labels[t.stem][1], np.ones(len(labels[t.stem][0]), bool), t.data.shape)
                    for t in targets if len(labels[t.stem][0])]
         if not sources:
-            raise InputError("the model picks nothing confidently on the target tomograms: self-training has no "
-                             "pseudo-labels; choose another --method")
+            raise InputError("the source model picks nothing confidently on the target tomograms: self-training "
+                             "has no pseudo-labels; choose another --method")
         sampler = PatchSampler(sources, config["diameters"], config["label_type"], patch, 0.0,
                                max_offset=patch // 2 - config["pad"])
-        return SelfTraining(sampler, batch, torch_device, amp_dtype, n_channels, settings.ce_weight,
+        term = SelfTraining(sampler, batch, torch_device, amp_dtype, n_channels, settings.ce_weight,
                             config["diameters"], seed)
-
-    def spectrum():
+    elif method == "spectrum":
         source_patches = _TargetPatches([open_tomogram(p, settings.voxel_size) for p in tomos], patch, seed + 1)
-        return SpectrumMatched(source_patches.batch(SPECTRUM_PATCHES), target_patches.batch(SPECTRUM_PATCHES),
+        term = SpectrumMatched(source_patches.batch(SPECTRUM_PATCHES), target_patches.batch(SPECTRUM_PATCHES),
                                torch_device, amp_dtype, settings.ce_weight, seed)
-
-    def minutes_left(share=1.0):
-        left = max_minutes - (time.monotonic() - started) / 60  # picking the target counts
-        if left <= 0:
-            raise InputError(f"--max-minutes {max_minutes:g} was spent before training began (picking the target)")
-        return share * left
-
-    def run(term, init_model, folder, minutes):
-        stage = TrainSettings(**{**settings.to_json(), "max_minutes": minutes})
-        return train(tomos, coords, folder, val_tomos=val_tomos, val_coords=val_coords, init_model=init_model,
-                     settings=stage, log=log, extra_loss=term)
-
-    if method == TWO_STAGE and SPECTRUM_STAGE_SHARE > 0:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.spectrum-stage-", dir=out.parent))
-        try:
-            first = spectrum()
-            minutes = minutes_left(SPECTRUM_STAGE_SHARE)
-            log(f"stage 1 of 2: spectrum matching for {minutes:.1f} min")
-            run(first, model_dir, stage_dir, minutes)
-            log("stage 2 of 2: self-training on the restyled model's pseudo-labels, restyled source patches beside")
-            term = _Together([first, self_training(stage_dir)], first.records)
-            summary = run(term, stage_dir, out, minutes_left())
-        finally:
-            shutil.rmtree(stage_dir, ignore_errors=True)
     else:
-        term = {"self-training": lambda: self_training(model_dir), "spectrum": spectrum,
-                TWO_STAGE: lambda: _Together([spectrum(), self_training(model_dir)], []),
-                # built on the network train() loads: the hooks attach to it
-                "dual-adversarial": lambda: _LazyAdversarial(target_patches, batch, torch_device, amp_dtype,
-                                                             adversarial_weight)}[method]()
-        summary = run(term, model_dir, out, minutes_left())
+        term = None  # built on the network train() loads (the hooks attach to it)
+    left = max_minutes - (time.monotonic() - started) / 60  # the pseudo-labels' picking counts
+    if left <= 0:
+        raise InputError(f"--max-minutes {max_minutes:g} was spent before training began (picking the target)")
+    settings = TrainSettings(**{**settings.to_json(), "max_minutes": left})
+    if term is None:
+        term = _LazyAdversarial(target_patches, batch, torch_device, amp_dtype, adversarial_weight)
+    summary = train(tomos, coords, out, val_tomos=val_tomos, val_coords=val_coords, init_model=model_dir,
+                    settings=settings, log=log, extra_loss=term)
     records = term.records
     write_adaptation(out, records)
     adapted = read_config(out)
-    adapted["init_model"] = str(model_dir)  # not a first stage's folder, which is gone
     adapted["adaptation"] = {"source_model": str(model_dir.resolve()),
                              "target_tomograms": [str(Path(p).resolve()) for p in target_tomos], "method": method,
                              "max_minutes": max_minutes, "minutes": round((time.monotonic() - started) / 60, 2),

@@ -1,13 +1,11 @@
 """What a user may choose for `adapt`: the methods, the default (chosen by measurement) and
 the budget. Torch-free, so the adapt protocol offers the core's own choices."""
 
-TWO_STAGE = "spectrum-then-self-training"
 # Each method in a few words, for the CLI's and the protocol's help (core/adapt.py says how).
 DESCRIPTIONS = {
     "self-training": "the model's confident picks on the new tomograms become weak labels",
     "dual-adversarial": "image-level and feature-level discriminators behind gradient reversal",
     "spectrum": "the training patches are given the new tomograms' power spectrum",
-    TWO_STAGE: "spectrum matching, then self-training on the restyled model's confident picks",
 }
 METHODS = tuple(DESCRIPTIONS)
 # The only method that cost neither domain F1 on both measured shifts (bench/README.md).

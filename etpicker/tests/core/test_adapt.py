@@ -76,24 +76,6 @@ def test_adapt_writes_a_plain_model_with_its_provenance_and_the_dual_adversarial
     assert model_folder.training_data(out, config)[0] == [tiny[1][0].absolute()]
 
 
-def test_spectrum_then_self_training_restyles_first_then_teaches_the_restyled_models_picks(tiny, tmp_path):
-    folder, _, (target, _) = tiny
-    out = tmp_path / "adapted"
-    lines = []
-    adapt.adapt(folder / "model", [target], out, method="spectrum-then-self-training", max_minutes=0.3, seed=0,
-                device="cpu", log=lines.append)
-    curves = model_folder.read_adaptation(out)
-    restyled, pseudo = np.array(curves["restyled_source_loss"]), np.array(curves["pseudo_label_loss"])
-    assert np.all(np.isfinite(restyled))  # every step of both stages restyles source patches
-    assert np.isnan(pseudo[0]) and np.isfinite(pseudo[-1])  # pseudo-labels only in the second stage
-    assert curves["step"] == list(range(1, len(restyled) + 1))  # one count over both stages
-    assert any(line.startswith("pseudo-labels on the target") for line in lines)
-    config = model_folder.read_checked_config(out)
-    assert config["adaptation"]["method"] == "spectrum-then-self-training"
-    assert config["init_model"] == str(folder / "model")  # not the first stage's folder
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["adapted"]  # the first stage's folder is gone
-
-
 def _error(capsys, *words):
     assert main(["adapt", *map(str, words)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
