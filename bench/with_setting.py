@@ -34,8 +34,9 @@ def variant(choices):
     """An argparse type: one of `choices`, or CHOICE+MODULE.NAME=VALUE; gives the text
     unchanged (`split` takes it apart)."""
     def check(text):
-        if split(text)[0] not in choices:
-            raise argparse.ArgumentTypeError(f"{text!r}: {split(text)[0]!r} is not one of {', '.join(choices)}")
+        choice = split(text)[0]
+        if choice not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r}: {choice!r} is not one of {', '.join(choices)}")
         return text
     return check
 
