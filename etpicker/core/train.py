@@ -34,7 +34,7 @@ from .settings import DEFAULT_RELATIVE_MIN_SCORE, MIN_VAL_PARTICLES, TrainSettin
 from .train_data import (class_order, common_voxel_size, expand_diameters, pair_by_stem, per_class, prepare_data,
                          sparse_validation_classes)
 from .train_loop import Optimisation, augmentation_streams, one_cycle, train_epoch, validation_loss
-from .validation import (CandidatePicker, feature_seconds, fit_shape_checks, validation_candidates,
+from .validation import (CandidatePicker, feature_seconds, fitted_checks, validation_candidates,
                          validation_scores)
 
 BACKGROUND_FRACTION = 0.15
@@ -300,10 +300,7 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     check_f1s = {}
     if fits_checks and kept:
         load_weights(model, out, device).eval()
-        regions = [(tomogram, coords, (source.centre, source.scale), source.limit_zyx)
-                   for (tomogram, coords), source in zip(pairs, sources)]
-        checks, check_f1s = fit_shape_checks(picker, regions, val_sets, log)
-        config["shape_check"] = {name: check.to_json() for name, check in checks.items()}
+        config["shape_check"], check_f1s = fitted_checks(picker, pairs, sources, val_sets, log)
         write_config(out, config)
     return {"epochs_done": len(history), "stopped_by_budget": stopped_by_budget,
             "best_epoch": kept and kept["epoch"], "best_f1": kept and kept["val_f1"], "shape_check_f1": check_f1s}

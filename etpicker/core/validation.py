@@ -141,3 +141,12 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print):
             f"without, {with_check:.3f} with"
             + (f" (probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
     return kept_checks, f1s
+
+
+def fitted_checks(picker, pairs, sources, val_sets, log=print):
+    """({class: ShapeCheck as JSON} kept, {class: (F1 without, F1 with)}) of checks fitted on
+    the training `pairs` (Tomogram, Coords) within their sources' limits (train_data.prepare_data)."""
+    regions = [(tomogram, coords, (source.centre, source.scale), source.limit_zyx)
+               for (tomogram, coords), source in zip(pairs, sources)]
+    checks, f1s = fit_shape_checks(picker, regions, val_sets, log)
+    return {name: check.to_json() for name, check in checks.items()}, f1s

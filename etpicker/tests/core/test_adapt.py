@@ -11,6 +11,7 @@ from etpicker.core import adapt, io, metrics, model_folder, simulate, train
 from etpicker.core.cli import main
 from etpicker.core.model_store import load_model
 from etpicker.core.pick import pick_tomogram
+from etpicker.core.spectrum import SpectrumShift, power_spectrum
 
 # Small enough to train in about a minute on one CPU thread (the end-to-end test's setting).
 SHIFT_TRAIN = dict(epochs=4, patch=32, batch=4, widths=(8, 16, 24, 32), lr=5e-3, diameters=[11], pad=4,
@@ -56,7 +57,7 @@ def test_adapt_writes_a_plain_model_with_its_provenance_and_the_dual_adversarial
     folder, _, (target, _) = tiny
     out = tmp_path / "adapted"
     assert main(["adapt", "--model", folder / "model", "--tomos", target, "--out", out, "--method",
-                 "dual-adversarial", "--max-minutes", "0.1", "--seed", "3", "--device", "cpu"]) == 0
+                 "dual-adversarial", "--max-minutes", "0.3", "--seed", "3", "--device", "cpu"]) == 0
     assert "adapted model in" in capsys.readouterr().out
     config = model_folder.read_checked_config(out)
     provenance = config["adaptation"]
@@ -100,7 +101,7 @@ def test_adapt_errors_name_what_to_give(tiny, tmp_path, capsys):
                                                       tmp_path / "a", "--max-minutes", "0")
     # given the source data, the old folder adapts
     assert main(["adapt", "--model", old, "--tomos", target, "--out", tmp_path / "b", "--source-tomos", tomo,
-                 "--source-coords", coords, "--max-minutes", "0.05", "--method", "spectrum", "--device", "cpu"]) == 0
+                 "--source-coords", coords, "--max-minutes", "0.3", "--method", "spectrum", "--device", "cpu"]) == 0
     assert model_folder.read_checked_config(tmp_path / "b")["adaptation"]["method"] == "spectrum"
 
 
@@ -121,11 +122,11 @@ def test_spectrum_matching_gives_source_patches_the_targets_power_spectrum(monke
     fresh = _standardised_noise(shape, 2, 1.5)  # other patches of the source domain
 
     def log_error(batch):  # mean |log| ratio of the power spectra, the zero frequency left out
-        ratio = (adapt.power_spectrum(batch) / adapt.power_spectrum(target)).flatten()[1:]
+        ratio = (power_spectrum(batch) / power_spectrum(target)).flatten()[1:]
         return ratio.log().abs().mean().item()
 
     monkeypatch.setattr(adapt, "SPECTRUM_MIN_STRENGTH", 1.0)
-    term = adapt.SpectrumMatched(source, target, "cpu", None, 1.0, seed=0)
+    term = adapt.SpectrumMatched(SpectrumShift.between(source, target), "cpu", None, 1.0, seed=0)
     assert log_error(fresh) > 2.0  # a smooth source is far from white
     assert log_error(term.restyle(fresh)) < 0.25
 
@@ -136,7 +137,7 @@ def test_spectrum_matching_gives_source_patches_the_targets_power_spectrum(monke
         return spectrum[:, radius > 0.25].sum(dim=1)
 
     monkeypatch.setattr(adapt, "SPECTRUM_MIN_STRENGTH", 0.0)
-    term = adapt.SpectrumMatched(source, target, "cpu", None, 1.0, seed=0)
+    term = adapt.SpectrumMatched(SpectrumShift.between(source, target), "cpu", None, 1.0, seed=0)
     moved = fine_power(term.restyle(fresh))
     low, high = fine_power(fresh), fine_power(target)
     assert torch.all(moved > low) and torch.all(moved < 1.05 * high.max())

@@ -15,7 +15,7 @@ VOXEL_SIZE = 10.0
 SHAPE = (32, 64, 64)
 TRAINING = dict(patch=32, epochs=2, batch=2, seed=0, diameters="90", valFraction=0.3, useGpu=False,
                 shapeCheck=False)
-ADAPTING = dict(maxMinutes=0.15, seed=1, useGpu=False)
+ADAPTING = dict(maxMinutes=0.3, seed=1, useGpu=False)
 
 
 class TestAdaptProtocol(BaseTest):
