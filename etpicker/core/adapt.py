@@ -52,8 +52,8 @@ from .model_folder import (ADAPTATION_NAME, TRAINING_DATA_KEY, read_checked_conf
 from .model_store import load_model
 from .normalise import robust_stats
 from .partial import COMPLETE, PARTIAL, partial_targets
-from .sampling import PatchSampler, PatchSource
 from .retune import retune
+from .sampling import PatchSampler, PatchSource
 from .settings import DEFAULT_RELATIVE_MIN_SCORE, TrainSettings
 from .spectrum import SpectrumShift, restyle_tomogram
 from .train import train
