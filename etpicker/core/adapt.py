@@ -72,9 +72,10 @@ SPECTRUM_MIN_STRENGTH = 0.5
 SOURCE_DATA, RESTYLED_DATA = "source", "restyled"
 RETUNE_DATA = "source+restyled"
 # The re-tuning's seconds per domain, per second that budget.segmenting_seconds estimates
-# for picking every tomogram once: with shape checks it restyles, picks the training regions
-# and the validation regions twice, and describes the picks (realistic benchmark: 85 s per
-# domain against an estimate of 86 s); without, it picks the validation regions once.
+# for picking every tomogram once: with shape checks it restyles, picks the training and
+# validation regions, and describes the picks (realistic benchmark, when it picked the
+# validation regions twice: 85 s per domain against an estimate of 86 s); without, it picks
+# the validation regions alone.
 RETUNE_COST = {True: 1.2, False: 0.5}
 PSEUDO_LABEL_QUANTILE = 0.5  # of each class's picks above its threshold, the upper half are labels
 # How self-training teaches them: COMPLETE, the rest as background. PARTIAL, as partial

@@ -34,7 +34,8 @@ def retune(model_dir, datasets, fit_checks=True, device="auto", log=print):
         pairs += these
         sources += these_sources
         val_sets += these_val_sets
-    _, _, f1, min_scores = validation_scores(picker, validation_candidates(picker, val_sets))
+    candidates = validation_candidates(picker, val_sets)
+    _, _, f1, min_scores = validation_scores(picker, candidates)
     before = config.get("relative_min_score", {})
     log("score thresholds re-tuned (x a fully segmented ball's score): "
         + ", ".join(f"{name} {before.get(name, '-')} -> {value:g}" for name, value in min_scores.items())
@@ -42,6 +43,6 @@ def retune(model_dir, datasets, fit_checks=True, device="auto", log=print):
     config["relative_min_score"] = min_scores
     check_f1s = {}
     if fit_checks:
-        config["shape_check"], check_f1s = fitted_checks(picker, pairs, sources, val_sets, log)
+        config["shape_check"], check_f1s = fitted_checks(picker, pairs, sources, val_sets, log, candidates)
     write_config(model_dir, config)
     return f1, check_f1s

@@ -105,13 +105,14 @@ def _training_examples(picker, training_regions, radius):
     return {name: tuple(np.concatenate(part) for part in zip(*found)) for name, found in examples.items()}
 
 
-def fit_shape_checks(picker, training_regions, val_sets, log=print):
+def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=None):
     """{class: ShapeCheck} for the classes whose check raised validation F1, with its
     probability threshold chosen there, and {class: (F1 without, F1 with the check)}.
 
     `training_regions`: (Tomogram, its annotations, (centre, scale), limit_zyx) per training
     tomogram; picks there within [0, limit) near an annotation of their class are the true
-    examples, the others the false ones."""
+    examples, the others the false ones. `candidates`: validation_candidates(picker, val_sets)
+    where the caller has them already."""
     classes, tolerance = picker.config["classes"], picker.tolerances
     radius = {name: profile_radius(diameter) for name, diameter in zip(classes, picker.config["diameters"])}
     checks = {}
@@ -123,7 +124,7 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print):
         else:
             checks[name] = check
     relative, probability = [], []
-    for predicted, val in validation_candidates(picker, val_sets):
+    for predicted, val in candidates if candidates is not None else validation_candidates(picker, val_sets):
         in_region = Coords(predicted.names, predicted.xyz - val.offset_zyx[::-1], predicted.score)
         chance = probabilities(in_region, val.tomogram.data, val.stats, checks)
         relative.append((predicted, picker.relative_scores(predicted), val.scored_truth))
@@ -143,10 +144,10 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print):
     return kept_checks, f1s
 
 
-def fitted_checks(picker, pairs, sources, val_sets, log=print):
+def fitted_checks(picker, pairs, sources, val_sets, log=print, candidates=None):
     """({class: ShapeCheck as JSON} kept, {class: (F1 without, F1 with)}) of checks fitted on
     the training `pairs` (Tomogram, Coords) within their sources' limits (train_data.prepare_data)."""
     regions = [(tomogram, coords, (source.centre, source.scale), source.limit_zyx)
                for (tomogram, coords), source in zip(pairs, sources)]
-    checks, f1s = fit_shape_checks(picker, regions, val_sets, log)
+    checks, f1s = fit_shape_checks(picker, regions, val_sets, log, candidates)
     return {name: check.to_json() for name, check in checks.items()}, f1s
