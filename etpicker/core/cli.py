@@ -183,7 +183,8 @@ def _add_train(subparsers):
                         help="complete: every particle of the classes in the training (and validation) tomograms "
                              "is annotated, and the rest is background; partial: some are not (e.g. 30 of a "
                              "tomogram's 120), so particles the network finds away from the annotations are not "
-                             "taught as background, and validation and the shape checks do not count them "
+                             "taught as background, the rest of what is not annotated is taught as background "
+                             "with less weight, and validation and the shape checks do not count them "
                              "as false picks")
     _add_amp(parser)
     parser.add_argument("--no-coordconv", dest="coordconv", action="store_false",

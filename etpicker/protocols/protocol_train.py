@@ -45,7 +45,8 @@ class EtPickerProtTrain(EtPickerProtBase):
                       help="Yes: every particle of these classes in the training (and validation) "
                            "tomograms is annotated, so everything else is taught as background. No: "
                            "only some are (e.g. 30 of a tomogram's 120 ribosomes); particles the network "
-                           "finds away from the annotations are then not taught as background, and "
+                           "finds away from the annotations are then not taught as background, the rest "
+                           "of what is not annotated is taught as background with less weight, and "
                            "validation and the shape checks do not count them as false picks. Answer "
                            "No whenever you left particles unclicked: taught as background, they cost "
                            "most of the recall.")
