@@ -33,7 +33,8 @@ def pick_tomogram(model, config, tomogram, *, pad=None, tile=None, threshold=0.5
     Without `min_score` (absolute), maxima below `relative_min_score` x a fully segmented
     ball's score are dropped: one value, or {class: value}; its default is what training
     tuned on validation data. A class with a shape check in the config (and `shape_check`
-    true) is picked at the low candidate level instead and its check decides.
+    true) is picked at the low candidate level instead and its check decides (a likeness
+    check only removes picks above the class's threshold).
     `tile`: the tiles' edge (voxels), None for the automatic tiling (tiling.model_tiling).
     `stats`: the tomogram's (centre, scale) when already known. `profile` (a Profile) gets
     the seconds of each step."""
@@ -43,7 +44,7 @@ def pick_tomogram(model, config, tomogram, *, pad=None, tile=None, threshold=0.5
         relative_min_score = config.get("relative_min_score", DEFAULT_RELATIVE_MIN_SCORE)
     if not isinstance(relative_min_score, dict):
         relative_min_score = {name: relative_min_score for name in config["classes"]}
-    relative_min_score = [CANDIDATE_RELATIVE_MIN_SCORE if name in checks
+    relative_min_score = [CANDIDATE_RELATIVE_MIN_SCORE if name in checks and checks[name].decides_score
                           else relative_min_score.get(name, DEFAULT_RELATIVE_MIN_SCORE) for name in config["classes"]]
     profile = profile or Profile()
     with profile.step("statistics"):

@@ -10,6 +10,12 @@ features (of the tomogram and of a lightly smoothed copy) plus the network's sco
 fitted on the network's own picks in the training tomograms: those near an annotation are
 true, the others are what the network confuses with the class. Its probability threshold is chosen
 on the validation picks, and a class keeps its check only where it raised validation F1.
+
+A class left without a check (the network made too few false picks of it in the training
+tomograms to learn from, or the check did not help) gets a likeness check instead: a pick
+is kept only if its features lie near those of the class's annotated particles. It needs
+no false examples, so it also rejects look-alikes the training tomograms never held, such
+as another dataset's own proteins (bench/README.md, adapt's "other proteins" case).
 """
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -33,6 +39,11 @@ NEWTON_STEPS = 50
 CANDIDATE_RELATIVE_MIN_SCORE = 0.2
 # Probability thresholds tried on validation picks
 THRESHOLD_CHOICES = np.round(np.arange(0.05, 0.951, 0.025), 3)
+# Likeness check: annotated particles a class needs for one, and its cut, x the largest
+# distance among them. On adapt's "other proteins" case (bench/README.md) 1.2 kept 34 of
+# 35 true 4v4r picks and 4 of 26 false ones; 1.0 kept 34 and 3.
+LIKENESS_MIN_EXAMPLES = 20
+LIKENESS_CUT_FACTOR = 1.2
 
 
 def profile_radius(diameter):
@@ -151,9 +162,15 @@ class ShapeCheck:
     def features(self, volume, stats, xyz):
         return shape_features(volume, stats, xyz, self.radius, self.degrees)
 
+    # The network's score is one of its inputs: its picks are candidates down to CANDIDATE_RELATIVE_MIN_SCORE.
+    decides_score = True
+
     def probability(self, features, network_scores):
         x = (np.column_stack([features, network_scores]) - np.asarray(self.mean)) / np.asarray(self.std)
         return 1.0 / (1.0 + np.exp(-np.clip(x @ np.asarray(self.weights) + self.bias, -50, 50)))
+
+    def passes(self, features, network_scores):
+        return self.probability(features, network_scores) >= self.threshold
 
     def to_json(self):
         return asdict(self)
@@ -188,17 +205,63 @@ def fit_shape_check(features, network_scores, is_true, radius, degrees=HARMONIC_
     return ShapeCheck(int(radius), mean.tolist(), std.tolist(), w[:-1].tolist(), float(w[-1]), degrees=int(degrees))
 
 
+@dataclass
+class LikenessCheck:
+    """One class's likeness check: a pick passes when the root mean square of its shape
+    features, each standardised by the mean and standard deviation over the class's
+    annotated particles, is at most `cut`. The network's score is left to the class's score
+    threshold."""
+
+    radius: int
+    mean: list
+    std: list
+    cut: float
+    degrees: int = HARMONIC_DEGREES
+    kind: str = "likeness"
+    decides_score = False
+
+    def features(self, volume, stats, xyz):
+        return shape_features(volume, stats, xyz, self.radius, self.degrees)
+
+    def distance(self, features):
+        standardised = (np.asarray(features) - np.asarray(self.mean)) / np.asarray(self.std)
+        return np.sqrt(np.mean(standardised * standardised, axis=1))
+
+    def passes(self, features, network_scores=None):
+        return self.distance(features) <= self.cut
+
+    def to_json(self):
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(int(data["radius"]), list(data["mean"]), list(data["std"]), float(data["cut"]), int(data["degrees"]))
+
+
+def fit_likeness_check(reference_features, radius, degrees=HARMONIC_DEGREES):
+    """A LikenessCheck from the shape_features(..., radius, degrees) of a class's annotated
+    particles, or None when there are fewer than LIKENESS_MIN_EXAMPLES of them."""
+    reference_features = np.asarray(reference_features, dtype=np.float64)
+    if len(reference_features) < LIKENESS_MIN_EXAMPLES:
+        return None
+    check = LikenessCheck(int(radius), reference_features.mean(axis=0).tolist(),
+                          (reference_features.std(axis=0) + 1e-6).tolist(), 0.0, int(degrees))
+    check.cut = float(LIKENESS_CUT_FACTOR * check.distance(reference_features).max())
+    return check
+
+
 def checks_from_config(config):
-    """{class: ShapeCheck} stored in a model config (empty when it has none); InputError
-    when an entry is malformed (a hand-edited config.json)."""
+    """{class: ShapeCheck or LikenessCheck} stored in a model config (empty when it has none);
+    InputError when an entry is malformed (a hand-edited config.json)."""
     checks = {}
     for name, data in config.get("shape_check", {}).items():
         try:
-            check = ShapeCheck.from_json(data)
-            sizes = {len(check.mean), len(check.std), len(check.weights)}
-        except (KeyError, TypeError, ValueError) as error:
+            likeness = data.get("kind") == LikenessCheck.kind
+            check = (LikenessCheck if likeness else ShapeCheck).from_json(data)
+            sizes = {len(check.mean), len(check.std)} | (set() if likeness else {len(check.weights)})
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise InputError(f"the model's shape check of class {name} is malformed ({error!r})") from None
-        wanted = feature_count(check.radius, check.degrees) + 1
+        wanted = feature_count(check.radius, check.degrees) + (0 if likeness else 1)
         if sizes != {wanted}:
             raise InputError(f"the model's shape check of class {name} has {sorted(sizes)} weights, "
                              f"not the {wanted} of radius {check.radius} and degrees {check.degrees}")
@@ -206,18 +269,11 @@ def checks_from_config(config):
     return checks
 
 
-def probabilities(coords, volume, stats, checks):
-    """Each pick's probability of being its class's particle under that class's check (1
-    where the class has none)."""
-    chance = np.ones(len(coords.names))
+def apply_checks(coords, volume, stats, checks):
+    """The picks of `coords` that pass their class's check (classes without one all pass)."""
+    keep = np.ones(len(coords.names), dtype=bool)
     for name, check in checks.items():
         mine = coords.names == name
         if mine.any():
-            chance[mine] = check.probability(check.features(volume, stats, coords.xyz[mine]), coords.score[mine])
-    return chance
-
-
-def apply_checks(coords, volume, stats, checks):
-    """The picks of `coords` that pass their class's check (classes without one all pass)."""
-    threshold = np.array([checks[name].threshold if name in checks else 0.0 for name in coords.names])
-    return coords.subset(probabilities(coords, volume, stats, checks) >= threshold)
+            keep[mine] = check.passes(check.features(volume, stats, coords.xyz[mine]), coords.score[mine])
+    return coords.subset(keep)

@@ -5,13 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .io import Coords
 from .metrics import best_min_scores, matched, tolerances
 from .pick import pick_tomogram
 from .postprocess import ideal_score
 from .progress import tracked
-from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, HARMONIC_DEGREES, MIN_EXAMPLES, THRESHOLD_CHOICES,
-                          fit_shape_check, probabilities, profile_radius, shape_features)
+from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, HARMONIC_DEGREES, LIKENESS_MIN_EXAMPLES, MIN_EXAMPLES,
+                          THRESHOLD_CHOICES, fit_likeness_check, fit_shape_check, profile_radius, shape_features)
 
 # Relative score thresholds (x a fully segmented ball's score) tried on validation picks;
 # each class's best becomes the model's default for picking. Well-segmented particles
@@ -90,58 +89,100 @@ def feature_seconds(picker, candidates, sample=FEATURE_SAMPLE):
 
 
 def _training_examples(picker, training_regions, radius):
-    """{class: (features, network scores, is true)} of the candidates picked in the training regions."""
+    """{class: (features, network scores, is true)} of the candidates picked in the training
+    regions, and {class: features} of the annotated particles there."""
     tolerance = picker.tolerances
     examples = {name: [] for name in picker.config["classes"]}
+    annotated = {name: [] for name in picker.config["classes"]}
     for tomogram, coords, stats, limit in tracked(training_regions, len(training_regions),
                                                   "shape checks: picking the training tomograms", "tomograms"):
         picks = picker(tomogram, stats)
-        picks = picks.subset(np.all(picks.xyz[:, ::-1] < np.asarray(limit), axis=1))
+        inside = np.all(picks.xyz[:, ::-1] < np.asarray(limit), axis=1)
+        picks = picks.subset(inside)
+        coords = coords.subset(np.all(coords.xyz[:, ::-1] < np.asarray(limit), axis=1))
         for name in examples:
             mine = picks.subset(picks.names == name)
             is_true, _ = matched(mine.xyz, coords.xyz[coords.names == name], tolerance[name])
             features = shape_features(tomogram.data, stats, mine.xyz, radius[name], HARMONIC_DEGREES)
             examples[name].append((features, mine.score, is_true))
-    return {name: tuple(np.concatenate(part) for part in zip(*found)) for name, found in examples.items()}
+            annotated[name].append(shape_features(tomogram.data, stats, coords.xyz[coords.names == name],
+                                                  radius[name], HARMONIC_DEGREES))
+    return ({name: tuple(np.concatenate(part) for part in zip(*found)) for name, found in examples.items()},
+            {name: np.concatenate(found) for name, found in annotated.items()})
+
+
+def _validation_features(candidates, name, radius):
+    """The shape features of each validation region's candidates of class `name`."""
+    return [shape_features(val.tomogram.data, val.stats, predicted.xyz[predicted.names == name] - val.offset_zyx[::-1],
+                           radius, HARMONIC_DEGREES) for predicted, val in candidates]
 
 
 def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=None):
-    """{class: ShapeCheck} for the classes whose check raised validation F1, with its
-    probability threshold chosen there, and {class: (F1 without, F1 with the check)}.
+    """{class: ShapeCheck or LikenessCheck} for the classes whose check raised validation F1
+    (a likeness check: did not lower it), with a shape check's probability threshold chosen
+    there, and {class: (F1 without, F1 with the check)}.
 
     `training_regions`: (Tomogram, its annotations, (centre, scale), limit_zyx) per training
     tomogram; picks there within [0, limit) near an annotation of their class are the true
-    examples, the others the false ones. `candidates`: validation_candidates(picker, val_sets)
-    where the caller has them already."""
+    examples, the others the false ones, and the annotations there a likeness check's
+    reference. `candidates`: validation_candidates(picker, val_sets) where the caller has
+    them already."""
     classes, tolerance = picker.config["classes"], picker.tolerances
     radius = {name: profile_radius(diameter) for name, diameter in zip(classes, picker.config["diameters"])}
-    checks = {}
-    for name, (features, network_scores, is_true) in _training_examples(picker, training_regions, radius).items():
+    candidates = candidates if candidates is not None else validation_candidates(picker, val_sets)
+    relative = [(predicted, picker.relative_scores(predicted), val.scored_truth) for predicted, val in candidates]
+    measure = "F1" if picker.objective is None else "score"
+    examples, annotated = _training_examples(picker, training_regions, radius)
+    kept_checks, f1s = {}, {}
+    for name, (features, network_scores, is_true) in examples.items():
+        *_, without, min_score = best_min_scores(relative, [name], tolerance, MIN_SCORE_CHOICES,
+                                                 objective=picker.objective)
+        val_features = None
         check = fit_shape_check(features, network_scores, is_true, radius[name], HARMONIC_DEGREES)
         if check is None:
             log(f"shape check {name}: not fitted ({int(is_true.sum())} true and {int((~is_true).sum())} false "
                 f"training picks; it needs {MIN_EXAMPLES} of each)")
         else:
-            checks[name] = check
-    relative, probability = [], []
-    for predicted, val in candidates if candidates is not None else validation_candidates(picker, val_sets):
-        in_region = Coords(predicted.names, predicted.xyz - val.offset_zyx[::-1], predicted.score)
-        chance = probabilities(in_region, val.tomogram.data, val.stats, checks)
-        relative.append((predicted, picker.relative_scores(predicted), val.scored_truth))
-        probability.append((predicted, chance, val.scored_truth))
-    kept_checks, f1s = {}, {}
-    for name, check in checks.items():
-        without = best_min_scores(relative, [name], tolerance, MIN_SCORE_CHOICES, objective=picker.objective)[2]
-        _, _, with_check, threshold = best_min_scores(probability, [name], tolerance, THRESHOLD_CHOICES,
-                                                      objective=picker.objective)
+            val_features = _validation_features(candidates, name, radius[name])
+            probability = []
+            for (predicted, _, truth), f in zip(relative, val_features):
+                chance = check.probability(f, predicted.score[predicted.names == name])
+                probability.append((predicted, _per_pick(predicted, name, chance), truth))
+            _, _, with_check, threshold = best_min_scores(probability, [name], tolerance, THRESHOLD_CHOICES,
+                                                          objective=picker.objective)
+            f1s[name] = (without, with_check)
+            if with_check > without:
+                check.threshold = threshold[name]
+                kept_checks[name] = check
+            log(f"shape check {name}: validation {measure} {without:.3f} without, {with_check:.3f} with"
+                + (f" (probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
+        if name in kept_checks:
+            continue
+        likeness = fit_likeness_check(annotated[name], radius[name], HARMONIC_DEGREES)
+        if likeness is None:
+            log(f"likeness check {name}: not fitted ({len(annotated[name])} annotated training particles; "
+                f"it needs {LIKENESS_MIN_EXAMPLES})")
+            continue
+        val_features = val_features or _validation_features(candidates, name, radius[name])
+        passing = []
+        for (predicted, scores, truth), f in zip(relative, val_features):
+            keep = _per_pick(predicted, name, likeness.passes(f), True)
+            passing.append((predicted.subset(keep), scores[keep], truth))
+        # at the class's score threshold, which picking keeps: the likeness check only removes picks
+        with_check = best_min_scores(passing, [name], tolerance, [min_score[name]], objective=picker.objective)[2]
         f1s[name] = (without, with_check)
-        if with_check > without:
-            check.threshold = threshold[name]
-            kept_checks[name] = check
-        log(f"shape check {name}: validation {'F1' if picker.objective is None else 'score'} {without:.3f} "
-            f"without, {with_check:.3f} with"
-            + (f" (probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
+        if with_check >= without:
+            kept_checks[name] = likeness
+        log(f"likeness check {name}: validation {measure} {without:.3f} without, {with_check:.3f} with "
+            f"(distance <= {likeness.cut:.2f}): " + ("kept" if name in kept_checks else "not kept"))
     return kept_checks, f1s
+
+
+def _per_pick(predicted, name, values, others=1.0):
+    """`values` of the picks of class `name` spread over all of `predicted`'s picks, `others` elsewhere."""
+    spread = np.full(len(predicted.names), others, dtype=np.asarray(values).dtype)
+    spread[predicted.names == name] = values
+    return spread
 
 
 def fitted_checks(picker, pairs, sources, val_sets, log=print, candidates=None):

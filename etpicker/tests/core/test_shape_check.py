@@ -7,7 +7,8 @@ from etpicker.core.io import Coords, InputError
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from etpicker.core.shape_check import (ShapeCheck, apply_checks, checks_from_config, feature_count, fit_shape_check,
+from etpicker.core.shape_check import (LIKENESS_MIN_EXAMPLES, LikenessCheck, ShapeCheck, apply_checks,
+                                       checks_from_config, feature_count, fit_likeness_check, fit_shape_check,
                                        profile_radius, shape_features)
 
 RADIUS = 4  # particles' outer radius, voxels
@@ -149,3 +150,35 @@ def test_a_malformed_check_in_the_config_is_a_clear_error():
         checks_from_config({"shape_check": {"a": dict(check, weights=[0.0] * 5)}})
     with pytest.raises(InputError, match="class a is malformed"):
         checks_from_config({"shape_check": {"a": {"radius": 2}}})
+
+
+def test_a_likeness_check_learns_a_class_from_its_annotated_particles_alone():
+    """For a class with no false training picks to learn from: fitted on the balls only, it
+    keeps a new volume's balls and rejects look-alikes of their size it has never seen."""
+    rng = np.random.default_rng(4)
+    radius = profile_radius(5)
+    volume, balls, _ = crowd(rng)
+    check = fit_likeness_check(shape_features(volume, (0.0, 1.0), balls, radius), radius)
+    config = {"shape_check": {"ball": check.to_json()}}
+    (restored,) = checks_from_config(json.loads(json.dumps(config))).values()
+    assert isinstance(restored, LikenessCheck) and restored == check and not restored.decides_score
+    fresh, balls, shells = crowd(rng)
+    picks = np.concatenate([balls, shells])
+    coords = Coords(["ball"] * len(picks) + ["other"] * len(picks), np.concatenate([picks, picks]),
+                    np.ones(2 * len(picks)))
+    kept = apply_checks(coords, fresh, (0.0, 1.0), checks_from_config(config))
+    assert np.sum(kept.names == "other") == len(picks)  # another class is not its business
+    kept_balls = kept.subset(kept.names == "ball").xyz
+    hits = sum(any(np.array_equal(point, ball) for ball in balls) for point in kept_balls)
+    assert hits >= 0.9 * len(balls) and len(kept_balls) - hits <= 0.2 * len(shells)
+
+
+def test_a_likeness_check_needs_enough_particles_and_a_well_formed_config():
+    features = np.random.default_rng(0).normal(size=(LIKENESS_MIN_EXAMPLES - 1, feature_count(2, 8)))
+    assert fit_likeness_check(features, 2) is None
+    check = fit_likeness_check(np.r_[features, features[:1]], 2).to_json()
+    assert checks_from_config({"shape_check": {"a": check}})["a"].cut > 0
+    with pytest.raises(InputError, match="not the 20 of radius 2 and degrees 8"):
+        checks_from_config({"shape_check": {"a": dict(check, mean=[0.0] * 21)}})
+    with pytest.raises(InputError, match="class a is malformed"):
+        checks_from_config({"shape_check": {"a": dict(check, cut=None)}})
