@@ -178,7 +178,8 @@ def _add_train(subparsers):
     parser.add_argument("--no-shape-check", dest="shape_check", action="store_false",
                         help="do not fit the per-class shape checks after training (a logistic model on the "
                              "density around each pick, kept for a class where it raised "
-                             "validation F1)")
+                             "validation F1, and a likeness check to the class's annotated particles, "
+                             "kept where it does not lower validation F1)")
     parser.add_argument("--annotations", choices=ANNOTATION_MODES, default=TRAIN_DEFAULTS["annotations"],
                         help="complete: every particle of the classes in the training (and validation) tomograms "
                              "is annotated, and the rest is background; partial: some are not (e.g. 30 of a "

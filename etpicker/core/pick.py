@@ -44,7 +44,7 @@ def pick_tomogram(model, config, tomogram, *, pad=None, tile=None, threshold=0.5
         relative_min_score = config.get("relative_min_score", DEFAULT_RELATIVE_MIN_SCORE)
     if not isinstance(relative_min_score, dict):
         relative_min_score = {name: relative_min_score for name in config["classes"]}
-    relative_min_score = [CANDIDATE_RELATIVE_MIN_SCORE if name in checks and checks[name].decides_score
+    relative_min_score = [CANDIDATE_RELATIVE_MIN_SCORE if any(check.decides_score for check in checks.get(name, ()))
                           else relative_min_score.get(name, DEFAULT_RELATIVE_MIN_SCORE) for name in config["classes"]]
     profile = profile or Profile()
     with profile.step("statistics"):

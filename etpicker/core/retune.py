@@ -43,6 +43,7 @@ def retune(model_dir, datasets, fit_checks=True, device="auto", log=print):
     config["relative_min_score"] = min_scores
     check_f1s = {}
     if fit_checks:
-        config["shape_check"], check_f1s = fitted_checks(picker, pairs, sources, val_sets, log, candidates)
+        checks, check_f1s = fitted_checks(picker, pairs, sources, val_sets, log, candidates)
+        config.update(checks)
     write_config(model_dir, config)
     return f1, check_f1s

@@ -11,11 +11,11 @@ fitted on the network's own picks in the training tomograms: those near an annot
 true, the others are what the network confuses with the class. Its probability threshold is chosen
 on the validation picks, and a class keeps its check only where it raised validation F1.
 
-A class left without a check (the network made too few false picks of it in the training
-tomograms to learn from, or the check did not help) gets a likeness check instead: a pick
-is kept only if its features lie near those of the class's annotated particles. It needs
-no false examples, so it also rejects look-alikes the training tomograms never held, such
-as another dataset's own proteins (bench/README.md, adapt's "other proteins" case).
+Then each class may keep a likeness check too: a pick is kept only if its features lie near
+those of the class's annotated particles. It needs no false examples, so it works for a
+class the network made too few false picks of to learn from, and it rejects look-alikes the
+training tomograms never held, such as another dataset's own proteins (bench/README.md,
+adapt's "other proteins" case). It is kept where it does not lower validation F1.
 """
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -217,7 +217,6 @@ class LikenessCheck:
     std: list
     cut: float
     degrees: int = HARMONIC_DEGREES
-    kind: str = "likeness"
     decides_score = False
 
     def features(self, volume, stats, xyz):
@@ -250,30 +249,46 @@ def fit_likeness_check(reference_features, radius, degrees=HARMONIC_DEGREES):
     return check
 
 
+# The config keys of the two kinds of check, each {class: the check as JSON}
+CHECK_KINDS = {"shape_check": ShapeCheck, "likeness_check": LikenessCheck}
+
+
 def checks_from_config(config):
-    """{class: ShapeCheck or LikenessCheck} stored in a model config (empty when it has none);
-    InputError when an entry is malformed (a hand-edited config.json)."""
+    """{class: [its checks, shape check first]} stored in a model config (empty when it has
+    none); InputError when an entry is malformed (a hand-edited config.json)."""
     checks = {}
-    for name, data in config.get("shape_check", {}).items():
-        try:
-            likeness = data.get("kind") == LikenessCheck.kind
-            check = (LikenessCheck if likeness else ShapeCheck).from_json(data)
-            sizes = {len(check.mean), len(check.std)} | (set() if likeness else {len(check.weights)})
-        except (AttributeError, KeyError, TypeError, ValueError) as error:
-            raise InputError(f"the model's shape check of class {name} is malformed ({error!r})") from None
-        wanted = feature_count(check.radius, check.degrees) + (0 if likeness else 1)
-        if sizes != {wanted}:
-            raise InputError(f"the model's shape check of class {name} has {sorted(sizes)} weights, "
-                             f"not the {wanted} of radius {check.radius} and degrees {check.degrees}")
-        checks[name] = check
+    for key, kind in CHECK_KINDS.items():
+        for name, data in config.get(key, {}).items():
+            label = key.replace("_", " ")
+            try:
+                check = kind.from_json(data)
+                sizes = {len(check.mean), len(check.std), *([len(check.weights)] if kind is ShapeCheck else [])}
+            except (KeyError, TypeError, ValueError) as error:
+                raise InputError(f"the model's {label} of class {name} is malformed ({error!r})") from None
+            wanted = feature_count(check.radius, check.degrees) + (kind is ShapeCheck)
+            if sizes != {wanted}:
+                raise InputError(f"the model's {label} of class {name} has {sorted(sizes)} weights, "
+                                 f"not the {wanted} of radius {check.radius} and degrees {check.degrees}")
+            checks.setdefault(name, []).append(check)
     return checks
 
 
+def checks_to_config(checks):
+    """The config entries ({key: {class: check as JSON}}, every key of CHECK_KINDS) of
+    {class: [checks]}."""
+    return {key: {name: check.to_json() for name, mine in checks.items() for check in mine if isinstance(check, kind)}
+            for key, kind in CHECK_KINDS.items()}
+
+
 def apply_checks(coords, volume, stats, checks):
-    """The picks of `coords` that pass their class's check (classes without one all pass)."""
+    """The picks of `coords` that pass every check of their class ({class: [checks]}; classes
+    without one all pass)."""
     keep = np.ones(len(coords.names), dtype=bool)
-    for name, check in checks.items():
+    for name, mine_checks in checks.items():
         mine = coords.names == name
-        if mine.any():
-            keep[mine] = check.passes(check.features(volume, stats, coords.xyz[mine]), coords.score[mine])
+        features = {}  # a class's checks usually read the same features: computed once
+        for check in mine_checks if mine.any() else ():
+            if (check.radius, check.degrees) not in features:
+                features[check.radius, check.degrees] = check.features(volume, stats, coords.xyz[mine])
+            keep[mine] &= check.passes(features[check.radius, check.degrees], coords.score[mine])
     return coords.subset(keep)

@@ -300,7 +300,8 @@ def train(tomos, coords, out, *, val_tomos=(), val_coords=(), resume=False, init
     check_f1s = {}
     if fits_checks and kept:
         load_weights(model, out, device).eval()
-        config["shape_check"], check_f1s = fitted_checks(picker, pairs, sources, val_sets, log)
+        checks, check_f1s = fitted_checks(picker, pairs, sources, val_sets, log)
+        config.update(checks)
         write_config(out, config)
     return {"epochs_done": len(history), "stopped_by_budget": stopped_by_budget,
             "best_epoch": kept and kept["epoch"], "best_f1": kept and kept["val_f1"], "shape_check_f1": check_f1s}

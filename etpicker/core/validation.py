@@ -10,7 +10,8 @@ from .pick import pick_tomogram
 from .postprocess import ideal_score
 from .progress import tracked
 from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, HARMONIC_DEGREES, LIKENESS_MIN_EXAMPLES, MIN_EXAMPLES,
-                          THRESHOLD_CHOICES, fit_likeness_check, fit_shape_check, profile_radius, shape_features)
+                          THRESHOLD_CHOICES, checks_to_config, fit_likeness_check, fit_shape_check, profile_radius,
+                          shape_features)
 
 # Relative score thresholds (x a fully segmented ball's score) tried on validation picks;
 # each class's best becomes the model's default for picking. Well-segmented particles
@@ -118,9 +119,9 @@ def _validation_features(candidates, name, radius):
 
 
 def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=None):
-    """{class: ShapeCheck or LikenessCheck} for the classes whose check raised validation F1
-    (a likeness check: did not lower it), with a shape check's probability threshold chosen
-    there, and {class: (F1 without, F1 with the check)}.
+    """({class: [kept checks]}, {class: (validation F1 without checks, with those kept)}).
+    Per class, a ShapeCheck is kept where it raised validation F1, with its probability
+    threshold chosen there; then a LikenessCheck where it did not lower it.
 
     `training_regions`: (Tomogram, its annotations, (centre, scale), limit_zyx) per training
     tomogram; picks there within [0, limit) near an annotation of their class are the true
@@ -137,44 +138,44 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=N
     for name, (features, network_scores, is_true) in examples.items():
         *_, without, min_score = best_min_scores(relative, [name], tolerance, MIN_SCORE_CHOICES,
                                                  objective=picker.objective)
-        val_features = None
+        val_features = _validation_features(candidates, name, radius[name])
+        # what decides a pick so far: its relative score against the class's threshold
+        decided, threshold, score = relative, min_score[name], without
         check = fit_shape_check(features, network_scores, is_true, radius[name], HARMONIC_DEGREES)
         if check is None:
             log(f"shape check {name}: not fitted ({int(is_true.sum())} true and {int((~is_true).sum())} false "
                 f"training picks; it needs {MIN_EXAMPLES} of each)")
         else:
-            val_features = _validation_features(candidates, name, radius[name])
             probability = []
             for (predicted, _, truth), f in zip(relative, val_features):
                 chance = check.probability(f, predicted.score[predicted.names == name])
                 probability.append((predicted, _per_pick(predicted, name, chance), truth))
-            _, _, with_check, threshold = best_min_scores(probability, [name], tolerance, THRESHOLD_CHOICES,
-                                                          objective=picker.objective)
-            f1s[name] = (without, with_check)
+            _, _, with_check, chosen = best_min_scores(probability, [name], tolerance, THRESHOLD_CHOICES,
+                                                       objective=picker.objective)
             if with_check > without:
-                check.threshold = threshold[name]
-                kept_checks[name] = check
+                check.threshold = chosen[name]
+                kept_checks[name] = [check]
+                decided, threshold, score = probability, check.threshold, with_check
             log(f"shape check {name}: validation {measure} {without:.3f} without, {with_check:.3f} with"
                 + (f" (probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
-        if name in kept_checks:
-            continue
         likeness = fit_likeness_check(annotated[name], radius[name], HARMONIC_DEGREES)
         if likeness is None:
             log(f"likeness check {name}: not fitted ({len(annotated[name])} annotated training particles; "
                 f"it needs {LIKENESS_MIN_EXAMPLES})")
-            continue
-        val_features = val_features or _validation_features(candidates, name, radius[name])
-        passing = []
-        for (predicted, scores, truth), f in zip(relative, val_features):
-            keep = _per_pick(predicted, name, likeness.passes(f), True)
-            passing.append((predicted.subset(keep), scores[keep], truth))
-        # at the class's score threshold, which picking keeps: the likeness check only removes picks
-        with_check = best_min_scores(passing, [name], tolerance, [min_score[name]], objective=picker.objective)[2]
-        f1s[name] = (without, with_check)
-        if with_check >= without:
-            kept_checks[name] = likeness
-        log(f"likeness check {name}: validation {measure} {without:.3f} without, {with_check:.3f} with "
-            f"(distance <= {likeness.cut:.2f}): " + ("kept" if name in kept_checks else "not kept"))
+        else:
+            passing = []
+            for (predicted, values, truth), f in zip(decided, val_features):
+                keep = _per_pick(predicted, name, likeness.passes(f), True)
+                passing.append((predicted.subset(keep), values[keep], truth))
+            # at the threshold already chosen, which picking keeps: the likeness check only removes picks
+            with_likeness = best_min_scores(passing, [name], tolerance, [threshold], objective=picker.objective)[2]
+            kept = with_likeness >= score
+            if kept:
+                kept_checks.setdefault(name, []).append(likeness)
+                score = with_likeness
+            log(f"likeness check {name}: validation {measure} {with_likeness:.3f} with it (distance <= "
+                f"{likeness.cut:.2f}): " + ("kept" if kept else "not kept"))
+        f1s[name] = (without, score)
     return kept_checks, f1s
 
 
@@ -186,9 +187,10 @@ def _per_pick(predicted, name, values, others=1.0):
 
 
 def fitted_checks(picker, pairs, sources, val_sets, log=print, candidates=None):
-    """({class: ShapeCheck as JSON} kept, {class: (F1 without, F1 with)}) of checks fitted on
-    the training `pairs` (Tomogram, Coords) within their sources' limits (train_data.prepare_data)."""
+    """(the config entries of the checks kept (shape_check.checks_to_config), {class: (F1
+    without, F1 with them)}), fitted on the training `pairs` (Tomogram, Coords) within their
+    sources' limits (train_data.prepare_data)."""
     regions = [(tomogram, coords, (source.centre, source.scale), source.limit_zyx)
                for (tomogram, coords), source in zip(pairs, sources)]
     checks, f1s = fit_shape_checks(picker, regions, val_sets, log, candidates)
-    return {name: check.to_json() for name, check in checks.items()}, f1s
+    return checks_to_config(checks), f1s

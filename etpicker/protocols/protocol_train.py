@@ -115,7 +115,10 @@ class EtPickerProtTrain(EtPickerProtBase):
                            "other macromolecules of the class's size; a class keeps it only where it "
                            "raised validation F1. With partial annotations it is fitted on annotated "
                            "against unannotated picks, and kept by validation's score for partial "
-                           "annotations. Takes about one picking of each training "
+                           "annotations. Each class also keeps a likeness check where it does "
+                           "not lower validation F1: a pick is kept only if the density around it "
+                           "resembles the class's annotated particles. "
+                           "Takes about one picking of each training "
                            "tomogram, counted in the time budget.")
         form.addParam("widths", params.StringParam, default="",
                       expertLevel=params.LEVEL_ADVANCED, label="Network widths",

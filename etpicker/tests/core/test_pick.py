@@ -120,3 +120,24 @@ def test_a_class_with_a_shape_check_is_picked_at_the_candidate_level_and_the_che
     unchecked = pick_tomogram(ContrastNet(), dict(CONFIG, shape_check={"small": check(-5.0)}), tomogram,
                               shape_check=False)
     assert len(unchecked) == 2
+
+
+def test_a_likeness_check_keeps_the_class_score_threshold_and_every_check_must_pass(tmp_path):
+    shape = (30, 40, 50)
+    ids, _ = paint_labels(shape, np.array([[10, 12, 14], [20, 28, 36]], float), [1, 1], CONFIG["diameters"], "ball")
+    write_volume(tmp_path / "t.mrc", (3.0 * (ids == 1)).astype(np.float32))
+    tomogram = open_tomogram(tmp_path / "t.mrc")
+    n_features = 4 * (3 + 1)  # profiles to radius 3
+
+    def likeness(cut):  # every pick lies at distance 0 from this reference: kept for cut >= 0
+        return {"radius": 3, "mean": [0.0] * n_features, "std": [1e9] * n_features, "cut": cut, "degrees": 0}
+
+    accepting_shape_check = {"radius": 3, "mean": [0.0] * (n_features + 1), "std": [1.0] * (n_features + 1),
+                             "weights": [0.0] * (n_features + 1), "bias": 5.0, "threshold": 0.5}
+    assert len(pick_tomogram(ContrastNet(), dict(CONFIG, likeness_check={"small": likeness(1.0)}), tomogram)) == 2
+    strict = dict(CONFIG, relative_min_score=4.0)  # the tuned threshold alone drops both, and still does
+    assert len(pick_tomogram(ContrastNet(), dict(strict, likeness_check={"small": likeness(1.0)}), tomogram)) == 0
+    both = dict(strict, shape_check={"small": accepting_shape_check}, likeness_check={"small": likeness(1.0)})
+    assert len(pick_tomogram(ContrastNet(), both, tomogram)) == 2  # the shape check decides the score
+    both["likeness_check"] = {"small": likeness(-1.0)}
+    assert len(pick_tomogram(ContrastNet(), both, tomogram)) == 0  # and the likeness check still rejects

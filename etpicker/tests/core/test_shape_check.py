@@ -8,7 +8,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from etpicker.core.shape_check import (LIKENESS_MIN_EXAMPLES, LikenessCheck, ShapeCheck, apply_checks,
-                                       checks_from_config, feature_count, fit_likeness_check, fit_shape_check,
+                                       checks_from_config, checks_to_config, feature_count, fit_likeness_check, fit_shape_check,
                                        profile_radius, shape_features)
 
 RADIUS = 4  # particles' outer radius, voxels
@@ -127,8 +127,7 @@ def test_checks_survive_the_model_config_and_filter_only_their_class():
     is_true = np.r_[np.ones(len(balls), bool), np.zeros(len(shells), bool)]
     check = fit_shape_check(shape_features(volume, (0.0, 1.0), picks, radius), np.ones(len(picks)), is_true, radius)
     config = {"shape_check": {"ball": check.to_json()}}
-    (restored,) = checks_from_config(json.loads(json.dumps(config))).values()
-    assert isinstance(restored, ShapeCheck) and restored == check
+    assert checks_from_config(json.loads(json.dumps(config))) == {"ball": [check]}
     # the same picks, once as the checked class and once as another class
     coords = Coords(["ball"] * len(picks) + ["other"] * len(picks), np.concatenate([picks, picks]),
                     np.ones(2 * len(picks)))
@@ -143,7 +142,7 @@ def test_checks_survive_the_model_config_and_filter_only_their_class():
 def test_a_malformed_check_in_the_config_is_a_clear_error():
     check = ShapeCheck(2, [0.0] * 13, [1.0] * 13, [0.0] * 13, 0.0).to_json()
     del check["degrees"]  # as written before the shell harmonics: profiles only
-    assert checks_from_config({"shape_check": {"a": check}})["a"].degrees == 0
+    assert checks_from_config({"shape_check": {"a": check}})["a"][0].degrees == 0
     with pytest.raises(InputError, match="not the 21 of radius 2 and degrees 8"):
         checks_from_config({"shape_check": {"a": dict(check, degrees=8)}})
     with pytest.raises(InputError, match="class a has"):
@@ -159,8 +158,9 @@ def test_a_likeness_check_learns_a_class_from_its_annotated_particles_alone():
     radius = profile_radius(5)
     volume, balls, _ = crowd(rng)
     check = fit_likeness_check(shape_features(volume, (0.0, 1.0), balls, radius), radius)
-    config = {"shape_check": {"ball": check.to_json()}}
-    (restored,) = checks_from_config(json.loads(json.dumps(config))).values()
+    config = checks_to_config({"ball": [check]})
+    assert config == {"shape_check": {}, "likeness_check": {"ball": check.to_json()}}
+    (restored,) = checks_from_config(json.loads(json.dumps(config)))["ball"]
     assert isinstance(restored, LikenessCheck) and restored == check and not restored.decides_score
     fresh, balls, shells = crowd(rng)
     picks = np.concatenate([balls, shells])
@@ -177,8 +177,8 @@ def test_a_likeness_check_needs_enough_particles_and_a_well_formed_config():
     features = np.random.default_rng(0).normal(size=(LIKENESS_MIN_EXAMPLES - 1, feature_count(2, 8)))
     assert fit_likeness_check(features, 2) is None
     check = fit_likeness_check(np.r_[features, features[:1]], 2).to_json()
-    assert checks_from_config({"shape_check": {"a": check}})["a"].cut > 0
-    with pytest.raises(InputError, match="not the 20 of radius 2 and degrees 8"):
-        checks_from_config({"shape_check": {"a": dict(check, mean=[0.0] * 21)}})
-    with pytest.raises(InputError, match="class a is malformed"):
-        checks_from_config({"shape_check": {"a": dict(check, cut=None)}})
+    assert checks_from_config({"likeness_check": {"a": check}})["a"][0].cut > 0
+    with pytest.raises(InputError, match="likeness check of class a has .* not the 20 of radius 2 and degrees 8"):
+        checks_from_config({"likeness_check": {"a": dict(check, mean=[0.0] * 21)}})
+    with pytest.raises(InputError, match="likeness check of class a is malformed"):
+        checks_from_config({"likeness_check": {"a": dict(check, cut=None)}})
