@@ -170,11 +170,11 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=N
             # at the threshold already chosen, which picking keeps: the likeness check only removes picks
             with_likeness = best_min_scores(passing, [name], tolerance, [threshold], objective=picker.objective)[2]
             kept = with_likeness >= score
+            log(f"likeness check {name}: validation {measure} {score:.3f} before it, {with_likeness:.3f} with it "
+                f"(distance <= {likeness.cut:.2f}): " + ("kept" if kept else "not kept"))
             if kept:
                 kept_checks.setdefault(name, []).append(likeness)
                 score = with_likeness
-            log(f"likeness check {name}: validation {measure} {with_likeness:.3f} with it (distance <= "
-                f"{likeness.cut:.2f}): " + ("kept" if kept else "not kept"))
         f1s[name] = (without, score)
     return kept_checks, f1s
 
