@@ -156,7 +156,7 @@ def test_a_likeness_check_learns_a_class_from_its_annotated_particles_alone():
     keeps a new volume's balls and rejects look-alikes of their size it has never seen."""
     rng = np.random.default_rng(4)
     radius = profile_radius(5)
-    volume, balls, _ = crowd(rng)
+    volume, balls, _ = crowd(rng, n_each=LIKENESS_MIN_EXAMPLES + 5)
     check = fit_likeness_check(shape_features(volume, (0.0, 1.0), balls, radius), radius)
     config = checks_to_config({"ball": [check]})
     assert config == {"shape_check": {}, "likeness_check": {"ball": check.to_json()}}
