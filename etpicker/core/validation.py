@@ -138,18 +138,17 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=N
     for name, (features, network_scores, is_true) in examples.items():
         *_, without, min_score = best_min_scores(relative, [name], tolerance, MIN_SCORE_CHOICES,
                                                  objective=picker.objective)
-        val_features = _validation_features(candidates, name, radius[name])
         # what decides a pick so far: its relative score against the class's threshold
         decided, threshold, score = relative, min_score[name], without
         check = fit_shape_check(features, network_scores, is_true, radius[name], HARMONIC_DEGREES)
+        likeness = fit_likeness_check(annotated[name], radius[name], HARMONIC_DEGREES)
+        fitted = check is not None or likeness is not None
+        val_features = _validation_features(candidates, name, radius[name]) if fitted else None
         if check is None:
             log(f"shape check {name}: not fitted ({int(is_true.sum())} true and {int((~is_true).sum())} false "
                 f"training picks; it needs {MIN_EXAMPLES} of each)")
         else:
-            probability = []
-            for (predicted, _, truth), f in zip(relative, val_features):
-                chance = check.probability(f, predicted.score[predicted.names == name])
-                probability.append((predicted, _per_pick(predicted, name, chance), truth))
+            probability = _rescored(relative, val_features, name, lambda f, _, network: check.probability(f, network))
             _, _, with_check, chosen = best_min_scores(probability, [name], tolerance, THRESHOLD_CHOICES,
                                                        objective=picker.objective)
             if with_check > without:
@@ -158,16 +157,13 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=N
                 decided, threshold, score = probability, check.threshold, with_check
             log(f"shape check {name}: validation {measure} {without:.3f} without, {with_check:.3f} with"
                 + (f" (probability >= {check.threshold:g}): kept" if name in kept_checks else ": not kept"))
-        likeness = fit_likeness_check(annotated[name], radius[name], HARMONIC_DEGREES)
         if likeness is None:
             log(f"likeness check {name}: not fitted ({len(annotated[name])} annotated training particles; "
                 f"it needs {LIKENESS_MIN_EXAMPLES})")
         else:
-            passing = []
-            for (predicted, values, truth), f in zip(decided, val_features):
-                keep = _per_pick(predicted, name, likeness.passes(f), True)
-                passing.append((predicted.subset(keep), values[keep], truth))
             # at the threshold already chosen, which picking keeps: the likeness check only removes picks
+            passing = _rescored(decided, val_features, name, lambda f, values, _: np.where(likeness.passes(f),
+                                                                                             values, -np.inf))
             with_likeness = best_min_scores(passing, [name], tolerance, [threshold], objective=picker.objective)[2]
             kept = with_likeness >= score
             log(f"likeness check {name}: validation {measure} {score:.3f} before it, {with_likeness:.3f} with it "
@@ -179,11 +175,16 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=N
     return kept_checks, f1s
 
 
-def _per_pick(predicted, name, values, others=1.0):
-    """`values` of the picks of class `name` spread over all of `predicted`'s picks, `others` elsewhere."""
-    spread = np.full(len(predicted.names), others, dtype=np.asarray(values).dtype)
-    spread[predicted.names == name] = values
-    return spread
+def _rescored(rows, val_features, name, rescore):
+    """`rows` ((predicted, per-pick values, truth) per validation region) with the values of
+    class `name`'s picks replaced by rescore(their features, their values, their network scores)."""
+    rescored = []
+    for (predicted, values, truth), features in zip(rows, val_features):
+        mine = predicted.names == name
+        values = np.array(values, dtype=np.float64)
+        values[mine] = rescore(features, values[mine], predicted.score[mine])
+        rescored.append((predicted, values, truth))
+    return rescored
 
 
 def fitted_checks(picker, pairs, sources, val_sets, log=print, candidates=None):
