@@ -52,6 +52,7 @@ from .model_folder import (ADAPTATION_NAME, TRAINING_DATA_KEY, read_checked_conf
 from .model_store import load_model
 from .normalise import robust_stats
 from .partial import COMPLETE, PARTIAL, partial_targets
+from .pick import pick_tomogram
 from .retune import retune
 from .sampling import PatchSampler, PatchSource
 from .settings import DEFAULT_RELATIVE_MIN_SCORE, TrainSettings
@@ -77,7 +78,13 @@ RETUNE_DATA = "source+restyled"
 # validation regions twice: 85 s per domain against an estimate of 86 s); without, it picks
 # the validation regions alone.
 RETUNE_COST = {True: 1.2, False: 0.5}
-PSEUDO_LABEL_QUANTILE = 0.5  # of each class's picks above its threshold, the upper half are labels
+PSEUDO_LABEL_QUANTILE = 0.5  # of each class's picks (PSEUDO_LABEL_PICKS), the upper half are labels
+# Which of the source model's picks may become pseudo-labels: MODEL_PICKS, those `pick`
+# gives (its score thresholds, shape checks and likeness checks), so that look-alikes the
+# checks reject are not taught as the class; THRESHOLDED_PICKS, those above each class's
+# score threshold, checks not applied (before stop 33; bench/README.md).
+MODEL_PICKS, THRESHOLDED_PICKS = "model", "thresholded"
+PSEUDO_LABEL_PICKS = MODEL_PICKS
 # How self-training teaches them: COMPLETE, the rest as background. PARTIAL, as partial
 # annotations, measured worse (bench/README.md, realistic "all" shift: target F1 0.578 vs 0.683).
 PSEUDO_LABEL_ANNOTATIONS = COMPLETE
@@ -304,17 +311,28 @@ def _retune(out, tomos, coords, val_tomos, val_coords, shift, settings, fits_che
         retune(out, datasets, fits_checks, device, log)
 
 
+def _source_picks(picker, tomogram):
+    """The source model's picks of `tomogram` that may become pseudo-labels (PSEUDO_LABEL_PICKS)."""
+    if PSEUDO_LABEL_PICKS == MODEL_PICKS:
+        return pick_tomogram(picker.model, picker.config, tomogram, pad=picker.pad, batch=picker.batch,
+                             device=picker.device, amp=picker.amp)
+    if PSEUDO_LABEL_PICKS != THRESHOLDED_PICKS:
+        raise ValueError(f"unknown PSEUDO_LABEL_PICKS {PSEUDO_LABEL_PICKS!r}")
+    picks = picker(tomogram)
+    thresholds = picker.config.get("relative_min_score", {})
+    minimum = np.array([thresholds.get(name, DEFAULT_RELATIVE_MIN_SCORE) for name in picks.names], dtype=float)
+    return picks.subset(picker.relative_scores(picks) >= minimum)
+
+
 def pseudo_labels(picker, tomograms, log=print):
     """{tomogram stem: (zyx, class ids)} of the confident picks: per class, the upper
-    PSEUDO_LABEL_QUANTILE of the picks above its tuned score threshold."""
+    PSEUDO_LABEL_QUANTILE of the source model's picks (PSEUDO_LABEL_PICKS)."""
     classes = picker.config["classes"]
-    thresholds = picker.config.get("relative_min_score", {})
-    picked = {t.stem: picker(t) for t in tomograms}
+    picked = {t.stem: _source_picks(picker, t) for t in tomograms}
     cut = {}
     for name in classes:
         scores = np.concatenate([picker.relative_scores(p)[p.names == name] for p in picked.values()])
-        above = scores[scores >= thresholds.get(name, DEFAULT_RELATIVE_MIN_SCORE)]
-        cut[name] = np.quantile(above, PSEUDO_LABEL_QUANTILE) if len(above) else math.inf
+        cut[name] = np.quantile(scores, PSEUDO_LABEL_QUANTILE) if len(scores) else math.inf
     labels = {}
     for stem, picks in picked.items():
         relative = picker.relative_scores(picks)
