@@ -17,11 +17,11 @@ the kept epoch and the model folder are training's:
   differences of the segmentation features). A gradient-reversal layer makes the network
   maximise what the discriminators minimise (Ganin & Lempitsky's min-max in one backward
   pass); the discriminators are not part of the saved network.
-* `self-training`: the source model picks the target tomograms; its confident picks (the
-  upper half of each class's picks above its tuned threshold) become weak labels, and the
-  network trains on patches around them beside the source's, every other voxel of those
-  patches taught as background. They are a partial annotation of the target, but teaching
-  them as one (partial.partial_targets) measured worse on realistic data
+* `self-training`: the source model picks the target tomograms as `pick` does (its score
+  thresholds and checks); its confident picks (the upper half of each class's) become weak
+  labels, and the network trains on patches around them beside the source's, every other
+  voxel of those patches taught as background. They are a partial annotation of the target,
+  but teaching them as one (partial.partial_targets) measured worse on realistic data
   (PSEUDO_LABEL_ANNOTATIONS).
 * `spectrum`: source patches restyled as target ones: every augmented source patch is moved
   a random part of the way to the target's 3D power spectrum (its missing wedge, CTF and

@@ -10,6 +10,7 @@ from scipy import ndimage
 from etpicker.core import adapt, io, metrics, model_folder, simulate, train
 from etpicker.core.cli import main
 from etpicker.core.model_store import load_model
+from etpicker.core.normalise import robust_stats
 from etpicker.core.pick import pick_tomogram
 from etpicker.core.spectrum import SpectrumShift, power_spectrum
 
@@ -167,3 +168,31 @@ def test_adapting_to_noisier_tomograms_with_a_narrower_tilt_range_keeps_both_dom
     before, after = _f1(tmp_path / "source", target), _f1(tmp_path / "adapted", target)
     assert after >= before - 0.05, (before, after)
     assert _f1(tmp_path / "adapted", source[1:]) >= _f1(tmp_path / "source", source[1:]) - 0.03
+
+
+def test_self_training_takes_its_pseudo_labels_from_the_picks_its_checks_pass(tiny, tmp_path, monkeypatch):
+    """A look-alike that the model's likeness check rejects must not be taught as the class:
+    with a check that passes one candidate alone, that candidate is the only label."""
+    from etpicker.core.shape_check import CANDIDATE_RELATIVE_MIN_SCORE, LikenessCheck, profile_radius
+    from etpicker.core.validation import CandidatePicker
+    folder, _, (target, _) = tiny
+    shutil.copytree(folder / "model", tmp_path / "model")
+    model, config = load_model(tmp_path / "model", torch.device("cpu"))
+    config["relative_min_score"] = {"particle": CANDIDATE_RELATIVE_MIN_SCORE}  # every candidate is a pick
+    tomogram = io.open_tomogram(target)
+    picker = CandidatePicker(model, config, config["pad"], 4, torch.device("cpu"), "auto")
+    candidates = picker(tomogram)
+    assert len(candidates) >= 4
+    monkeypatch.setattr(adapt, "PSEUDO_LABEL_PICKS", adapt.THRESHOLDED_PICKS)
+    unchecked = adapt.pseudo_labels(picker, [tomogram], log=lambda _: None)[tomogram.stem][0]
+    assert len(unchecked) >= 2  # the upper half of the candidates
+
+    radius = profile_radius(config["diameters"][0])
+    check = LikenessCheck(radius, [0.0], [1.0], 1e-6)
+    one = candidates.xyz[:1]
+    check.mean = check.features(tomogram.data, robust_stats(tomogram.data), one)[0].tolist()
+    check.std = [1.0] * len(check.mean)
+    config["likeness_check"] = {"particle": check.to_json()}
+    monkeypatch.setattr(adapt, "PSEUDO_LABEL_PICKS", adapt.MODEL_PICKS)
+    checked = adapt.pseudo_labels(picker, [tomogram], log=lambda _: None)[tomogram.stem][0]
+    np.testing.assert_allclose(checked, one[:, ::-1])
