@@ -5,9 +5,9 @@ shape check, retune.py) on the source data and on copies of it restyled as the t
 (spectrum.py): rules fitted on the source alone judge the target's particles by how they
 looked in the source (RETUNE_DATA).
 
-Every method is one `extra_loss` added to training's own step (train_loop.train_epoch), so
-patch sampling, augmentation, the time budget, validation on the source's held-out data,
-the kept epoch and the model folder are training's:
+Every method but `rules` is one `extra_loss` added to training's own step
+(train_loop.train_epoch), so patch sampling, augmentation, the time budget, validation on
+the source's held-out data, the kept epoch and the model folder are training's:
 
 * `dual-adversarial`: the source document's dual domain adaptation, in 3D. Two
   discriminators tell source patches from target ones: an image-level one on the
@@ -23,6 +23,9 @@ the kept epoch and the model folder are training's:
   voxel of those patches taught as background. They are a partial annotation of the target,
   but teaching them as one (partial.partial_targets) measured worse on realistic data
   (PSEUDO_LABEL_ANNOTATIONS).
+* `rules`: no training: the source network as it is, with only its picking rules tuned
+  again (as after every other method). Where the target looks much like the source it
+  measured best on both domains (bench/README.md).
 * `spectrum`: source patches restyled as target ones: every augmented source patch is moved
   a random part of the way to the target's 3D power spectrum (its missing wedge, CTF and
   noise level; estimated from patches of both) by attenuating where the target has less
@@ -32,6 +35,7 @@ the kept epoch and the model folder are training's:
   contrast shifts never reach the network; what differs between datasets is the spectrum.
 """
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -47,8 +51,9 @@ from .device import autocast, autocast_dtype, resolve_device
 from .errors import InputError
 from .io import open_tomogram
 from .losses import dice_ce_loss, soft_target
-from .model_folder import (ADAPTATION_NAME, TRAINING_DATA_KEY, read_checked_config, read_config, training_data,
-                           training_data_problem, write_adaptation, write_config)
+from .model_folder import (ADAPTATION_NAME, HISTORY_NAME, TRAINING_DATA_KEY, WEIGHTS_NAME, read_checked_config,
+                           read_config, record_training_data, training_data, training_data_problem,
+                           write_adaptation, write_config)
 from .model_store import load_model
 from .normalise import robust_stats
 from .partial import COMPLETE, PARTIAL, partial_targets
@@ -88,6 +93,7 @@ PSEUDO_LABEL_PICKS = MODEL_PICKS
 # How self-training teaches them: COMPLETE, the rest as background. PARTIAL, as partial
 # annotations, measured worse (bench/README.md, realistic "all" shift: target F1 0.578 vs 0.683).
 PSEUDO_LABEL_ANNOTATIONS = COMPLETE
+RULES_ONLY = "rules"  # the method that trains nothing
 
 
 class _TargetPatches:
@@ -295,7 +301,8 @@ def _retune_seconds(paths, config, settings, model, device, amp_dtype):
 
 
 def _retune(out, tomos, coords, val_tomos, val_coords, shift, settings, fits_checks, seed, device, log):
-    """The adapted model's score thresholds and shape checks tuned on RETUNE_DATA."""
+    """The adapted model's score thresholds and shape checks tuned on RETUNE_DATA; returns
+    retune()'s (validation F1, {class: (F1 without, F1 with its check)})."""
     with tempfile.TemporaryDirectory(prefix="restyled-", dir=out) as folder:
         datasets = []
         for domain in RETUNE_DATA.split("+"):
@@ -308,7 +315,7 @@ def _retune(out, tomos, coords, val_tomos, val_coords, shift, settings, fits_che
                 restyled.append(restyle_tomogram(tomogram.data, robust_stats(tomogram.data, name=str(path)),
                                                  Path(folder) / Path(path).name, shift, seed, tomogram.voxel_size, log))
             datasets.append((restyled[:len(tomos)], coords, restyled[len(tomos):], val_coords))
-        retune(out, datasets, fits_checks, device, log)
+        return retune(out, datasets, fits_checks, device, log)
 
 
 def _source_picks(picker, tomogram):
@@ -377,6 +384,9 @@ def adapt(model_dir, target_tomos, out, *, source_tomos=None, source_coords=None
     target_patches = _TargetPatches(targets, patch, seed)
     source_patches = _TargetPatches([open_tomogram(p, settings.voxel_size) for p in tomos], patch, seed + 1)
     shift = SpectrumShift.between(source_patches.batch(SPECTRUM_PATCHES), target_patches.batch(SPECTRUM_PATCHES))
+    if method == RULES_ONLY:
+        return _rules_only(model_dir, out, config, (tomos, coords, val_tomos, val_coords), shift, settings, {
+            "target_tomos": target_tomos, "max_minutes": max_minutes, "seed": seed, "started": started}, device, log)
     n_channels = len(config["classes"]) + 1
     if method == "self-training":
         picker = CandidatePicker(source_model, config, config["pad"], 4, torch_device, settings.amp)
@@ -414,18 +424,43 @@ def adapt(model_dir, target_tomos, out, *, source_tomos=None, source_coords=None
         log(f"picking rules re-tuned in {(time.monotonic() - retune_started) / 60:.1f} min "
             f"({retuning / 60:.1f} min held back)")
     records = term.records
-    write_adaptation(out, records)
     adapted = read_config(out)
     adapted["training"]["shape_check"] = fits_checks
+    _write_provenance(out, adapted, records, config, model_dir, method, {
+        "target_tomos": target_tomos, "max_minutes": max_minutes, "seed": seed, "started": started,
+        "adversarial_weight": adversarial_weight if method == "dual-adversarial" else None}, log)
+    return {**summary, "records": records}
+
+
+def _write_provenance(out, adapted, records, source_config, model_dir, method, run, log):
+    """The adapted folder's curves and its config.json with the adaptation's provenance."""
+    write_adaptation(out, records)
     adapted["adaptation"] = {"source_model": str(model_dir.resolve()),
-                             "target_tomograms": [str(Path(p).resolve()) for p in target_tomos], "method": method,
-                             "max_minutes": max_minutes, "minutes": round((time.monotonic() - started) / 60, 2),
-                             "seed": seed, "picking_rules_tuned_on": RETUNE_DATA,
-                             "adversarial_weight": adversarial_weight if method == "dual-adversarial" else None,
-                             "source_training_data": config.get(TRAINING_DATA_KEY)}
+                             "target_tomograms": [str(Path(p).resolve()) for p in run["target_tomos"]],
+                             "method": method, "max_minutes": run["max_minutes"],
+                             "minutes": round((time.monotonic() - run["started"]) / 60, 2), "seed": run["seed"],
+                             "picking_rules_tuned_on": RETUNE_DATA, "adversarial_weight": run.get("adversarial_weight"),
+                             "source_training_data": source_config.get(TRAINING_DATA_KEY)}
     write_config(out, adapted)
     log(f"adapted model in {out} ({adapted['adaptation']['minutes']:g} min; curves in {out / ADAPTATION_NAME})")
-    return {**summary, "records": records}
+
+
+def _rules_only(model_dir, out, config, source, shift, settings, run, device, log):
+    """The `rules` method: the source network copied to `out` with its training data, its
+    picking rules tuned on RETUNE_DATA; returns a summary as adapt's."""
+    if not _retuned():
+        raise ValueError(f"method {RULES_ONLY!r} tunes the picking rules again, but RETUNE_DATA is {RETUNE_DATA!r}: "
+                         f"the model would not change")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_dir / WEIGHTS_NAME, out / WEIGHTS_NAME)
+    if (model_dir / HISTORY_NAME).is_file():  # the network's own training, which it still is
+        shutil.copyfile(model_dir / HISTORY_NAME, out / HISTORY_NAME)
+    adapted = {**config, TRAINING_DATA_KEY: record_training_data(out, *source)}
+    write_config(out, adapted)
+    f1, check_f1s = _retune(out, *source, shift, settings, settings.shape_check, run["seed"], device, log)
+    _write_provenance(out, read_config(out), [], config, model_dir, RULES_ONLY, run, log)
+    return {"epochs_done": 0, "stopped_by_budget": False, "best_epoch": None, "best_f1": f1,
+            "shape_check_f1": check_f1s, "records": []}
 
 
 class _LazyAdversarial:

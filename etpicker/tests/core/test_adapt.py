@@ -106,6 +106,26 @@ def test_adapt_errors_name_what_to_give(tiny, tmp_path, capsys):
     assert model_folder.read_checked_config(tmp_path / "b")["adaptation"]["method"] == "spectrum"
 
 
+def test_the_rules_method_keeps_the_network_and_tunes_its_picking_rules_again(tiny, tmp_path):
+    folder, (tomo, coords), (target, _) = tiny
+    spoiled = tmp_path / "spoiled"
+    shutil.copytree(folder / "model", spoiled)
+    config = model_folder.read_config(spoiled)
+    config["relative_min_score"] = {"particle": 9.0}  # a threshold that picks nothing
+    del config[model_folder.TRAINING_DATA_KEY]  # and the source data given, not recorded
+    model_folder.write_config(spoiled, config)
+    out = tmp_path / "rules"
+    assert main(["adapt", "--model", spoiled, "--tomos", target, "--out", out, "--method", "rules",
+                 "--source-tomos", tomo, "--source-coords", coords, "--device", "cpu"]) == 0
+    weights = model_folder.WEIGHTS_NAME
+    assert (out / weights).read_bytes() == (spoiled / weights).read_bytes()
+    adapted = model_folder.read_checked_config(out)
+    assert adapted["relative_min_score"]["particle"] < 9.0
+    assert adapted["adaptation"]["method"] == "rules"
+    assert model_folder.training_data(out, adapted)[0] == [tomo.absolute()]  # for a later adaptation
+    assert model_folder.read_adaptation(out) == {"step": []}
+
+
 def _standardised_noise(shape, seed, blur):
     """A batch of standardised random patches, low-passed by a Gaussian of `blur` voxels."""
     noise = np.random.default_rng(seed).standard_normal(shape)
