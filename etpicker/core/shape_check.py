@@ -46,6 +46,24 @@ THRESHOLD_CHOICES = np.round(np.arange(0.05, 0.951, 0.025), 3)
 # test F1 0.860 -> 0.829, with 54-59 (adapt's source model) they cost nothing.
 LIKENESS_MIN_EXAMPLES = 50
 LIKENESS_CUT_FACTOR = 1.2
+# A check learns from and judges at most this many candidates of a class per region, the
+# strongest, or CANDIDATES_PER_PARTICLE per annotated particle where that is more. A barely
+# trained network's thousands of weak candidates cost minutes of shape features (the time
+# budget held back for them stopped few-label training after its first epoch), and the
+# weakest of them lie below any threshold worth keeping.
+MAX_DESCRIBED = 100
+CANDIDATES_PER_PARTICLE = 4
+
+
+def described(scores, n_annotated):
+    """Indices (ascending) of the candidates with these `scores` that a check describes, in a
+    region holding `n_annotated` annotated particles of their class: the strongest
+    max(MAX_DESCRIBED, CANDIDATES_PER_PARTICLE x n_annotated)."""
+    scores = np.asarray(scores)
+    limit = max(MAX_DESCRIBED, CANDIDATES_PER_PARTICLE * int(n_annotated))
+    if len(scores) <= limit:
+        return np.arange(len(scores))
+    return np.sort(np.argsort(-scores, kind="stable")[:limit])
 
 
 def profile_radius(diameter):

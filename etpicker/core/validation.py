@@ -10,7 +10,7 @@ from .pick import pick_tomogram
 from .postprocess import ideal_score
 from .progress import tracked
 from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, HARMONIC_DEGREES, LIKENESS_MIN_EXAMPLES, MIN_EXAMPLES,
-                          THRESHOLD_CHOICES, checks_to_config, fit_likeness_check, fit_shape_check, profile_radius,
+                          THRESHOLD_CHOICES, checks_to_config, described, fit_likeness_check, fit_shape_check, profile_radius,
                           shape_features)
 
 # Relative score thresholds (x a fully segmented ball's score) tried on validation picks;
@@ -72,12 +72,12 @@ def validation_scores(picker, candidates):
 
 
 def feature_seconds(picker, candidates, sample=FEATURE_SAMPLE):
-    """Estimated seconds to compute the shape features of every validation candidate, from
-    timing a few of each class: the shape checks compute them for all candidates."""
+    """Estimated seconds to compute the shape features of the validation candidates that the
+    checks describe (shape_check.described), from timing a few of each class."""
     seconds = 0.0
     for name, diameter in zip(picker.config["classes"], picker.config["diameters"]):
         mine = [(predicted.subset(predicted.names == name), val) for predicted, val in candidates]
-        total = sum(len(predicted) for predicted, _ in mine)
+        total = sum(len(_described(predicted, val, name)) for predicted, val in mine)
         timed = next(((predicted, val) for predicted, val in mine if len(predicted)), None)
         if timed is None:
             continue
@@ -87,6 +87,12 @@ def feature_seconds(picker, candidates, sample=FEATURE_SAMPLE):
         shape_features(val.tomogram.data, val.stats, xyz, profile_radius(diameter), HARMONIC_DEGREES)
         seconds += (time.monotonic() - started) / len(xyz) * total
     return seconds
+
+
+def _described(picks, val, name):
+    """Indices of a validation region's picks of class `name` (among `picks`' own picks of
+    it) that the checks describe."""
+    return described(picks.score[picks.names == name], np.sum(val.scored_truth.names == name))
 
 
 def _training_examples(picker, training_regions, radius):
@@ -103,6 +109,7 @@ def _training_examples(picker, training_regions, radius):
         coords = coords.subset(np.all(coords.xyz[:, ::-1] < np.asarray(limit), axis=1))
         for name in examples:
             mine = picks.subset(picks.names == name)
+            mine = mine.subset(described(mine.score, np.sum(coords.names == name)))
             is_true, _ = matched(mine.xyz, coords.xyz[coords.names == name], tolerance[name])
             features = shape_features(tomogram.data, stats, mine.xyz, radius[name], HARMONIC_DEGREES)
             examples[name].append((features, mine.score, is_true))
@@ -113,9 +120,14 @@ def _training_examples(picker, training_regions, radius):
 
 
 def _validation_features(candidates, name, radius):
-    """The shape features of each validation region's candidates of class `name`."""
-    return [shape_features(val.tomogram.data, val.stats, predicted.xyz[predicted.names == name] - val.offset_zyx[::-1],
-                           radius, HARMONIC_DEGREES) for predicted, val in candidates]
+    """(indices among class `name`'s candidates, their shape features) of the candidates the
+    checks describe, per validation region."""
+    features = []
+    for predicted, val in candidates:
+        kept = _described(predicted, val, name)
+        xyz = predicted.xyz[predicted.names == name][kept] - val.offset_zyx[::-1]
+        features.append((kept, shape_features(val.tomogram.data, val.stats, xyz, radius, HARMONIC_DEGREES)))
+    return features
 
 
 def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=None):
@@ -177,12 +189,15 @@ def fit_shape_checks(picker, training_regions, val_sets, log=print, candidates=N
 
 def _rescored(rows, val_features, name, rescore):
     """`rows` ((predicted, per-pick values, truth) per validation region) with the values of
-    class `name`'s picks replaced by rescore(their features, their values, their network scores)."""
+    class `name`'s described picks replaced by rescore(their features, their values, their
+    network scores), and those of its others by -inf: a check rejects what it did not judge."""
     rescored = []
-    for (predicted, values, truth), features in zip(rows, val_features):
-        mine = predicted.names == name
+    for (predicted, values, truth), (kept, features) in zip(rows, val_features):
+        judged = np.flatnonzero(predicted.names == name)[kept]
         values = np.array(values, dtype=np.float64)
-        values[mine] = rescore(features, values[mine], predicted.score[mine])
+        judgement = rescore(features, values[judged], predicted.score[judged])
+        values[predicted.names == name] = -np.inf
+        values[judged] = judgement
         rescored.append((predicted, values, truth))
     return rescored
 

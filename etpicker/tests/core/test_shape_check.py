@@ -7,9 +7,11 @@ from etpicker.core.io import Coords, InputError
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from etpicker.core.shape_check import (LIKENESS_MIN_EXAMPLES, LikenessCheck, ShapeCheck, apply_checks,
-                                       checks_from_config, checks_to_config, feature_count, fit_likeness_check, fit_shape_check,
-                                       profile_radius, shape_features)
+from etpicker.core.shape_check import (CANDIDATES_PER_PARTICLE, LIKENESS_MIN_EXAMPLES, MAX_DESCRIBED, LikenessCheck,
+                                       ShapeCheck, apply_checks, checks_from_config, checks_to_config, described,
+                                       feature_count, fit_likeness_check, fit_shape_check, profile_radius,
+                                       shape_features)
+from etpicker.core.validation import _rescored
 
 RADIUS = 4  # particles' outer radius, voxels
 
@@ -182,3 +184,25 @@ def test_a_likeness_check_needs_enough_particles_and_a_well_formed_config():
         checks_from_config({"likeness_check": {"a": dict(check, mean=[0.0] * 21)}})
     with pytest.raises(InputError, match="likeness check of class a is malformed"):
         checks_from_config({"likeness_check": {"a": dict(check, cut=None)}})
+
+
+def test_checks_describe_only_the_strongest_of_an_untrained_networks_flood_of_candidates():
+    # thousands of weak candidates would cost minutes of features and stop training early
+    scores = np.random.default_rng(0).random(5000)
+    few = described(scores, n_annotated=10)
+    assert len(few) == MAX_DESCRIBED
+    assert scores[few].min() > np.delete(scores, few).max()
+    assert np.all(np.diff(few) > 0)  # in the candidates' order
+    many = described(scores, n_annotated=400)
+    assert len(many) == CANDIDATES_PER_PARTICLE * 400
+    assert np.array_equal(described(scores[:50], n_annotated=0), np.arange(50))
+
+
+def test_a_check_rejects_the_candidates_it_did_not_judge():
+    picks = Coords(np.array(["a", "b", "a", "a"]), np.zeros((4, 3)), np.array([0.9, 0.5, 0.8, 0.1]))
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    judged = np.array([0, 1])  # the first two of class a's three picks
+    rows = _rescored([(picks, values, None)], [(judged, np.zeros((2, 1)))], "a",
+                     lambda features, old, network: old * 10)
+    assert np.array_equal(rows[0][1], [10.0, 2.0, 30.0, -np.inf])
+    assert np.array_equal(values, [1.0, 2.0, 3.0, 4.0])  # the caller's values untouched
