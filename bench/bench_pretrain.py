@@ -14,14 +14,6 @@ Usage:
         [--train-minutes 15] [--per-class 10] [--objectives regions masked]
     # the label-efficiency table: every count x annotations mode, with and without pre-training
     python bench/bench_pretrain.py --per-class 5 10 20 50 all --annotations partial complete
-    # the cheap-label stage: a gallery of 50 labelled candidate boxes per training tomogram
-    python bench/bench_pretrain.py --objectives masked --gallery 50
-
-With --gallery N, the N strongest difference-of-Gaussians candidates of each training tomogram
-are labelled from the truth as a user browsing them would (the class of the particle within
-its radius of the box's centre, else none), and two arms are added per row: pre-training
-with those box labels (`pretrain --box-labels`) then `train`, and the simpler alternative,
-the masked pre-training then `train` with the boxes holding a particle added as annotations.
 """
 import argparse
 import json
@@ -37,12 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for etpicker.core
 
 import realistic  # noqa: E402  (same folder)
-from bench_accuracy import DogPicker, core, evaluate, gt_folder, summarise  # noqa: E402
-from scipy.spatial import cKDTree  # noqa: E402
+from bench_accuracy import core, evaluate, gt_folder, summarise  # noqa: E402
 from etpicker.core import io  # noqa: E402
 from etpicker.core.model_folder import WEIGHTS_NAME  # noqa: E402
 from etpicker.core.partial import PARTIAL  # noqa: E402
-from etpicker.core.presence import NO_PARTICLE  # noqa: E402
 from etpicker.core.settings import ANNOTATION_MODES, PRETRAIN_OBJECTIVES  # noqa: E402
 
 
@@ -62,50 +52,6 @@ def few_labels(train, per_class, folder, seed):
     for (_, csv_path), c, mask in zip(train, coords, keep):
         io.write_coords(folder / csv_path.name, c.subset(mask))
         paths.append(folder / csv_path.name)
-    return paths
-
-
-def gallery_labels(train, classes, diameters, per_tomogram, folder):
-    """Simulated cheap labels: each training tomogram's `per_tomogram` strongest
-    difference-of-Gaussians candidates (protein is dark), each named as a user browsing a
-    gallery would: the class of the particle within its radius of the box's centre, else
-    NO_PARTICLE. Returns (box-label paths, per tomogram the truth index of each box or -1)."""
-    dog = DogPicker(classes, diameters)
-    dog.polarity = -1.0
-    folder.mkdir(parents=True, exist_ok=True)
-    paths, matches = [], []
-    for mrc_path, csv_path in train:
-        _, zyx, _ = dog.candidates(mrc_path)  # strongest first
-        xyz = zyx[:per_tomogram, ::-1].astype(float)
-        truth = io.read_coords(csv_path)
-        distance, nearest = cKDTree(truth.xyz).query(xyz)
-        radius = np.array([diameters[classes.index(name)] / 2 for name in truth.names])[nearest]
-        match = np.where(distance <= radius, nearest, -1)
-        names = np.where(match >= 0, truth.names[nearest], NO_PARTICLE)
-        io.write_coords(folder / csv_path.name, io.Coords(names, xyz))
-        paths.append(folder / csv_path.name)
-        matches.append(match)
-    return paths, matches
-
-
-def with_boxes_as_clicks(labels, gallery, matches, train, folder):
-    """The simpler use of the gallery: copies of `labels` plus every box holding a particle
-    not already annotated, at the box's centre, as an annotation of its class."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for label_path, box_path, match, (_, csv_path) in zip(labels, gallery, matches, train):
-        annotated, boxes, truth = io.read_coords(label_path), io.read_coords(box_path), io.read_coords(csv_path)
-        known = {tuple(row) for row in np.round(annotated.xyz, 3)}
-        clicked = {i for i, row in enumerate(np.round(truth.xyz, 3)) if tuple(row) in known}
-        new = np.zeros(len(match), bool)
-        for i, particle in enumerate(match):
-            if particle >= 0 and particle not in clicked:
-                new[i] = True
-                clicked.add(particle)  # one annotation per particle
-        merged = io.Coords(np.concatenate([annotated.names, boxes.names[new]]),
-                           np.concatenate([annotated.xyz, boxes.xyz[new]]))
-        io.write_coords(folder / label_path.name, merged)
-        paths.append(folder / label_path.name)
     return paths
 
 
@@ -154,9 +100,6 @@ def main(argv=None):
     parser.add_argument("--pretrain-minutes", type=float, default=15.0)
     parser.add_argument("--train-minutes", type=float, default=15.0)
     parser.add_argument("--objectives", nargs="+", default=list(PRETRAIN_OBJECTIVES), choices=PRETRAIN_OBJECTIVES)
-    parser.add_argument("--gallery", type=int, default=0, metavar="N",
-                        help="cheap labels of the N strongest candidate boxes per training tomogram: adds the "
-                             "box-label pre-training and the boxes-as-annotations arms (0: neither)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--train-args", default="", help="extra options for every `train`")
     parser.add_argument("--seed", type=int, default=0)
@@ -218,22 +161,6 @@ def main(argv=None):
         core("pretrain", "--tomos", *[m for m, _ in train], "--out", folder, "--objective", objective,
              "--max-minutes", args.pretrain_minutes, "--seed", args.seed, "--device", args.device, log=log)
         pretrained[objective] = (folder, (time.time() - pretrain_started) / 60)
-    if args.gallery:
-        gallery, matches = gallery_labels(train, classes, diameters, args.gallery,
-                                          args.out / f"snr{args.snr:g}_gallery{args.gallery}")
-        counts = {}
-        for path in gallery:
-            for name in io.read_coords(path).names:
-                counts[name] = counts.get(name, 0) + 1
-        log(f"gallery: {args.gallery} boxes per training tomogram, labelled {counts}")
-        objective = args.objectives[0]
-        folder = args.out / f"snr{args.snr:g}_pretrained_{objective}_gallery{args.gallery}"
-        shutil.rmtree(folder, ignore_errors=True)
-        pretrain_started = time.time()
-        core("pretrain", "--tomos", *[m for m, _ in train], "--out", folder, "--objective", objective,
-             "--box-labels", *gallery, "--max-minutes", args.pretrain_minutes, "--seed", args.seed,
-             "--device", args.device, log=log)
-        with_gallery = (objective, folder, (time.time() - pretrain_started) / 60)
 
     rows = []  # (per class, annotations, method, pretrain minutes, train minutes, per-class F1s, mean, agnostic)
     for per_class in args.per_class:
@@ -256,18 +183,6 @@ def main(argv=None):
                                                   ("--init-model", folder))
                 rows.append((per_class, annotations, f"pretrain {objective} + train", pretrain_minutes, minutes,
                              *scores))
-            if args.gallery:
-                objective, folder, pretrain_minutes = with_gallery
-                minutes, scores = train_and_score(run_dir, labels, annotations, f"init_boxes{suffix}",
-                                                  ("--init-model", folder))
-                rows.append((per_class, annotations, f"{objective} + box labels + train", pretrain_minutes,
-                             minutes, *scores))
-                clicks = with_boxes_as_clicks(labels, gallery, matches, train, run_dir / "labels_with_boxes")
-                folder, pretrain_minutes = pretrained[objective]
-                minutes, scores = train_and_score(run_dir, clicks, annotations, f"init_{objective}_clicks{suffix}",
-                                                  ("--init-model", folder))
-                rows.append((per_class, annotations, f"{objective} + train, boxes as clicks", pretrain_minutes,
-                             minutes, *scores))
         (args.out / f"snr{args.snr:g}_rows.json").write_text(json.dumps(rows, indent=1))
 
     log(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {(time.time() - started) / 60:.1f} min "
@@ -275,12 +190,12 @@ def main(argv=None):
     log(f"Labels per class (in all) x annotations mode x pre-training, SNR {args.snr:g}, {args.n_test} unseen fully "
         f"annotated tomogram(s), budgets {args.pretrain_minutes:g} min pretrain + {args.train_minutes:g} min train, "
         f"seed {args.seed}")
-    log(f"{'per class':>9} {'annotations':<12}{'method':<34}{'pretrain':>9}{'train':>7}"
+    log(f"{'per class':>9} {'annotations':<12}{'method':<28}{'pretrain':>9}{'train':>7}"
         + "".join(f"{name:>8}" for name in classes) + f"{'class-aware':>13}{'agnostic':>10}{'vs scratch':>12}")
     scratch = {}
     for per_class, annotations, method, pre, minutes, per_class_f1, mean_f1, agnostic in rows:
         scratch.setdefault((per_class, annotations), agnostic)
-        log(f"{per_class:>9} {annotations:<12}{method:<34}{pre:>9.1f}{minutes:>7.1f}"
+        log(f"{per_class:>9} {annotations:<12}{method:<28}{pre:>9.1f}{minutes:>7.1f}"
             + "".join(f"{f:>8.3f}" for f in per_class_f1)
             + f"{mean_f1:>13.3f}{agnostic:>10.3f}{agnostic - scratch[per_class, annotations]:>+12.3f}")
     log("acceptance (10 per class): class-agnostic F1 >= 0.85 and >= 0.10 above scratch, within 15 + 15 min")

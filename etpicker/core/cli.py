@@ -25,7 +25,6 @@ from .model_store import load_model
 from .pick import pick_tomogram, voxel_size_warning
 from .profile import Profile
 from .recipe import CPU_RECIPE, GPU_RECIPE, LABEL_PER_PARTICLE
-from .presence import NO_PARTICLE
 from .pretrain import pretrain
 from .settings import (AMP_MODES, ANNOTATION_MODES, DEFAULT_DIAMETER, DEFAULT_EPOCHS, MIN_VAL_PARTICLES,
                        PRETRAIN_OBJECTIVES, PickSettings, PretrainSettings, TrainSettings, check_voxel_size)
@@ -274,10 +273,6 @@ def _add_pretrain(subparsers):
     parser.add_argument("--out", required=True, type=Path, metavar="PRETRAINED_DIR")
     parser.add_argument("--objective", choices=PRETRAIN_OBJECTIVES, default=PRETRAIN_DEFAULTS["objective"],
                         help="the self-supervised objective (default %(default)s)")
-    parser.add_argument("--box-labels", nargs="+", type=Path, default=(), metavar="B.csv",
-                        help="cheap labels, for some or all of the tomograms (the CSV named like its tomogram): "
-                             "boxes in the coordinates format, each row's class saying what the box centred there "
-                             f"holds, a class name or {NO_PARTICLE!r}; the encoder learns to tell them apart too")
     parser.add_argument("--max-minutes", type=_finite, help="wall-clock budget (minutes): the learning rate anneals "
                                                             "over it and pre-training stops when it is spent")
     parser.add_argument("--epochs", type=int, default=PRETRAIN_DEFAULTS["epochs"])
@@ -300,7 +295,7 @@ def _add_pretrain(subparsers):
 
 def _pretrain(args):
     settings = PretrainSettings(**{name: getattr(args, name) for name in PRETRAIN_DEFAULTS})
-    pretrain(args.tomos, args.out, settings=settings, box_labels=args.box_labels)
+    pretrain(args.tomos, args.out, settings=settings)
 
 
 def _add_amp(parser):

@@ -149,11 +149,6 @@ class ResUNet3D(nn.Module):
     def features(self, x):
         """The last decoder block's output (widths[0] channels at the input's size): what the
         head classifies, and what self-supervised pre-training (pretrain.py) learns."""
-        return self.decode(*self.encode(x))
-
-    def encode(self, x):
-        """(bottleneck, skips): the deepest encoder level's output (widths[3] channels at
-        1/8 of the input's size) and the shallower levels' for the decoder."""
         if x.dim() != 5 or x.shape[1] != 1:
             raise ValueError(f"ResUNet3D expects a B×1×Z×Y×X batch, got shape {tuple(x.shape)}")
         if any(n % 8 for n in x.shape[2:]):
@@ -168,9 +163,6 @@ class ResUNet3D(nn.Module):
                 image = F.avg_pool3d(image, 2)
                 h = torch.cat([h, image], dim=1)
             h = encoder(h)
-        return h, skips
-
-    def decode(self, h, skips):
         for up, decoder in zip(self.ups, self.decoders):
             h = decoder(up(h) + skips.pop())
         return h

@@ -134,8 +134,7 @@ def read_history(path):
 # encoder and decoder's weights.pt (no head) and history.csv with these columns; the
 # objective's parts of the loss that do not apply are left empty.
 PRETRAINED_KIND = "pretrained"
-PRETRAIN_HISTORY_COLUMNS = ("epoch", "loss", "grey", "semantic", "restoration", "presence", "presence_accuracy",
-                            "seconds")
+PRETRAIN_HISTORY_COLUMNS = ("epoch", "loss", "grey", "semantic", "restoration", "seconds")
 INIT_KEYS = ("widths", "patch")  # what train --init-model needs of either kind of folder
 
 

@@ -5,8 +5,7 @@ the ResUNet3D's encoder and decoder learn through a pretext objective (region_co
 and are written, without a head, into a pre-trained model folder (model_folder.py) that
 `train --init-model` starts from. An epoch is a fixed number of steps; a time budget
 (--max-minutes) ends the run after the epoch that spends it, mid-epoch if need be, with
-the learning rate annealed over it as training does. Cheap box labels (presence.py), when
-given, add a loss that teaches the encoder what boxes hold.
+the learning rate annealed over it as training does.
 """
 import dataclasses
 import math
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from . import __version__, recipe
 from .budget import TimeBudget
@@ -26,7 +24,6 @@ from .model import HEAD_PREFIX, ResUNet3D
 from .model_folder import (FORMAT, PRETRAINED_KIND, WEIGHTS_NAME, write_config, write_pretrain_history)
 from .model_store import save_atomically
 from .normalise import robust_stats
-from .presence import BoxStream, PresenceHead
 from .progress import tracked
 from .region_contrast import pretext
 from .settings import PretrainSettings
@@ -60,12 +57,10 @@ class PatchStream:
         return torch.from_numpy(np.stack(patches)[:, None])
 
 
-def _config(settings, voxel_size, tomograms, device, boxes, box_labels):
+def _config(settings, voxel_size, tomograms, device):
     training = settings.to_json()
     for key in ("patch", "widths", "coordconv", "voxel_size"):  # stored at the top
         training.pop(key)
-    if boxes is not None:
-        training["box_labels"] = {"files": [str(path) for path in box_labels], "boxes": boxes.counts()}
     return {"format": FORMAT, "kind": PRETRAINED_KIND, "objective": settings.objective, "voxel_size": voxel_size,
             "patch": settings.patch, "widths": list(settings.widths), "coordconv": settings.coordconv,
             "pyramid": True, "normalisation": "robust-standardise", "version": __version__,
@@ -77,10 +72,9 @@ def backbone_state(model):
     return {key: value for key, value in model.state_dict().items() if not key.startswith(HEAD_PREFIX)}
 
 
-def pretrain(tomos, out, *, settings=None, box_labels=(), log=print, **options):
+def pretrain(tomos, out, *, settings=None, log=print, **options):
     """Pre-train a network on the tomograms at `tomos` into the folder `out`; returns
-    {"epochs_done", "history"}. `settings` (a PretrainSettings), or its fields as `options`;
-    `box_labels`: CSVs of cheap box labels (presence.py), for some of the tomograms."""
+    {"epochs_done", "history"}. `settings` (a PretrainSettings), or its fields as `options`."""
     started = time.monotonic()
     settings = settings or PretrainSettings(**options)
     device = resolve_device(settings.device)
@@ -95,32 +89,26 @@ def pretrain(tomos, out, *, settings=None, box_labels=(), log=print, **options):
     rng = np.random.default_rng(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)  # augmentations and masks, on the CPU
     stream = PatchStream(tomograms, settings.patch, rng)
-    boxes = BoxStream.read(box_labels, tomograms, settings.patch, rng, settings.voxel_size) if box_labels else None
     model = ResUNet3D(1, widths=settings.widths, coordconv=settings.coordconv).normalise_like(settings.patch)
     head = pretext(settings.objective, settings.widths[0])
-    presence = None if boxes is None else PresenceHead(settings.widths[3], len(boxes.labels))
-    pretext_heads = nn.ModuleList([head] + ([presence] if presence is not None else []))
-    model.to(device), pretext_heads.to(device)
+    model.to(device), head.to(device)
     parameters = [p for name, p in model.named_parameters() if not name.startswith(HEAD_PREFIX)]
-    optimizer = torch.optim.AdamW(parameters + list(pretext_heads.parameters()), lr=settings.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(parameters + list(head.parameters()), lr=settings.lr, weight_decay=0.01)
     budget = TimeBudget(None if settings.max_minutes is None else 60.0 * settings.max_minutes, started)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, one_cycle(settings.epochs * settings.steps_per_epoch,
                              None if settings.max_minutes is None else budget.training_share_spent))
     amp_dtype = autocast_dtype(device, settings.amp)
-    config = _config(settings, voxel_size, tomograms, device, boxes, box_labels)
+    config = _config(settings, voxel_size, tomograms, device)
     out = Path(out)
     write_config(out, config)
     log(f"pre-training ({settings.objective}) on {len(tomograms)} tomogram(s), no labels: patch {settings.patch}, "
         f"batch {settings.batch}, widths {','.join(map(str, settings.widths))}, lr {settings.lr:g}, "
         f"{settings.steps_per_epoch} steps per epoch, device {device} ({dtype_name(amp_dtype)} network)")
-    if boxes is not None:
-        log("box labels, each step next to the objective: " + ", ".join(f"{count} {label}"
-                                                                       for label, count in boxes.counts().items()))
     history = []
     for epoch in range(settings.epochs):
         epoch_started = time.monotonic()
-        model.train(), pretext_heads.train()
+        model.train(), head.train()
         totals, steps, diverged = {}, 0, 0
         for _ in tracked(range(settings.steps_per_epoch), settings.steps_per_epoch,
                          f"epoch {epoch + 1}/{settings.epochs}", "steps"):
@@ -129,11 +117,6 @@ def pretrain(tomos, out, *, settings=None, box_labels=(), log=print, **options):
             image = stream.batch(settings.batch).to(device)
             with autocast(device, amp_dtype):
                 loss, parts = head.loss(model, image, generator)
-                if boxes is not None:
-                    crops, targets = boxes.batch(settings.batch)
-                    presence_loss, presence_parts = presence.loss(model, crops.to(device), targets.to(device),
-                                                                  generator)
-                    loss, parts = loss + presence_loss, {**parts, **presence_parts}
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -247,7 +247,7 @@ def draw_threshold_curve(figure, curve, title='Precision / recall against the sc
 
 
 PRETRAIN_PARTS = {'grey': 'grey level (within / total variance)', 'semantic': 'semantic (region InfoNCE)',
-                  'restoration': 'restoration (error / variance)', 'presence': 'box labels (cross-entropy)'}
+                  'restoration': 'restoration (error / variance)'}
 
 
 def draw_pretraining_history(figure, rows, config=None, title='Pre-training'):

@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,7 +9,6 @@ from etpicker.core.init_model import load_initial_weights
 from etpicker.core.model import build_model
 from etpicker.core.model_folder import (CONFIG_NAME, PRETRAINED_KIND, WEIGHTS_NAME, read_config,
                                         read_pretrain_history)
-from etpicker.core.presence import NO_PARTICLE, central_cells
 from etpicker.core.pretrain import pretrain
 from etpicker.core.region_contrast import grey_level_loss, random_transforms, transformed
 
@@ -137,54 +135,3 @@ def test_pretraining_stops_when_its_time_budget_is_spent(data, tmp_path):
                        **TINY_NET)
     assert 1 <= summary["epochs_done"] < 1000
     assert sum(row["seconds"] for row in summary["history"]) < 3.0 + 2.0  # at most a step past the deadline
-
-
-def _box_labels(data, folder, rng=0):
-    """Cheap labels for the tiny tomogram: every particle's box with its class, and as many
-    boxes far from any particle labelled none."""
-    coords = io.read_coords(data[1][0])
-    shape = io.open_tomogram(data[0][0]).data.shape
-    generator = np.random.default_rng(rng)
-    empty = []
-    while len(empty) < len(coords):
-        xyz = generator.uniform(0, np.array(shape[::-1]) - 1)
-        if np.linalg.norm(coords.xyz - xyz, axis=1).min() > 6:
-            empty.append(xyz)
-    boxes = io.Coords(np.concatenate([coords.names, [NO_PARTICLE] * len(empty)]),
-                      np.concatenate([coords.xyz, empty]))
-    folder.mkdir(parents=True, exist_ok=True)
-    io.write_coords(folder / "t.csv", boxes)
-    return [folder / "t.csv"], boxes
-
-
-def test_box_labels_teach_the_encoder_what_boxes_hold_next_to_the_objective(data, tmp_path):
-    paths, boxes = _box_labels(data, tmp_path / "boxes")
-    assert main(["pretrain", "--tomos", *data[0], "--out", tmp_path / "out", "--box-labels", *paths,
-                 "--objective", "masked", "--epochs", "20", "--steps-per-epoch", "8", "--patch", "24",
-                 "--widths", "4,8,8,8", "--batch", "4", "--lr", "3e-3", "--device", "cpu", "--seed", "0"]) == 0
-    history = read_pretrain_history(tmp_path / "out")
-    last = history[-5:]  # a few epochs: each sees only 32 boxes
-    assert np.mean([row["presence"] for row in last]) < 0.85 * history[0]["presence"]
-    assert np.mean([row["presence_accuracy"] for row in last]) > 0.4  # 4 labels drawn equally often: chance 0.25
-    assert history[-1]["restoration"] < history[0]["restoration"]  # the objective still learns alongside
-    recorded = read_config(tmp_path / "out")["pretraining"]["box_labels"]
-    names, counts = np.unique(boxes.names, return_counts=True)
-    assert recorded["boxes"] == dict(zip(names.tolist(), counts.tolist()))
-    # the classifier of box labels stays behind: train builds its own head
-    weights = torch.load(tmp_path / "out" / WEIGHTS_NAME, weights_only=True)
-    assert not any("classify" in key for key in weights)
-
-
-def test_box_labels_of_one_kind_only_are_refused(data, tmp_path, capsys):
-    coords = io.read_coords(data[1][0])
-    io.write_coords(tmp_path / "t.csv", io.Coords([NO_PARTICLE] * len(coords), coords.xyz))
-    assert main(["pretrain", "--tomos", *data[0], "--out", tmp_path / "out", "--box-labels", tmp_path / "t.csv",
-                 "--patch", "24", "--device", "cpu"]) == 2
-    assert "give at least two kinds of box" in capsys.readouterr().err
-
-
-def test_the_box_classifier_reads_the_bottleneck_cells_at_the_centre():
-    h = torch.zeros(1, 2, 5, 4, 5)
-    h[0, 0, 2, 1:3, 2] = 1.0  # the central cells (odd: the middle one, even: the middle two)
-    h[0, 1, 0, 0, 0] = 9.0  # a neighbour's, in a corner
-    assert central_cells(h).tolist() == [[1.0, 0.0]]
