@@ -10,8 +10,8 @@ from .pick import pick_tomogram
 from .postprocess import ideal_score
 from .progress import tracked
 from .shape_check import (CANDIDATE_RELATIVE_MIN_SCORE, HARMONIC_DEGREES, LIKENESS_MIN_EXAMPLES, MIN_EXAMPLES,
-                          THRESHOLD_CHOICES, checks_to_config, described, fit_likeness_check, fit_shape_check, profile_radius,
-                          shape_features)
+                          THRESHOLD_CHOICES, checks_to_config, described, fit_likeness_check, fit_shape_check,
+                          profile_radius, shape_features)
 
 # Relative score thresholds (x a fully segmented ball's score) tried on validation picks;
 # each class's best becomes the model's default for picking. Well-segmented particles
